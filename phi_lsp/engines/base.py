@@ -1,0 +1,54 @@
+"""The one small interface every engine implements, and the types it speaks.
+
+Engines know nothing about LSP, documents or post-processing: text in, text out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class ModelLoadError(Exception):
+    """A model that cannot be loaded; the message says what to do about it."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    # Called with the text generated so far after each token; True ends generation early
+    # (post-processing knows when a block is complete, the engine does not).
+    is_done: Callable[[str], bool] | None = None
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    # Prompt tokens actually evaluated (the rest came from the engine's prefix cache).
+    evaluated_tokens: int = 0
+    generated_tokens: int = 0
+    stopped: str = "length"  # "eos" | "length" | "cancelled" | "done"
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded model that turns a prompt into a continuation."""
+
+    name: str
+    n_ctx: int
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
+        """Generate until eos, max_new_tokens, request.is_done, or `stop` is set.
+
+        `stop` is checked after every generated token, so a superseded request ends within one.
+        """
+        ...
+
+    def close(self) -> None: ...

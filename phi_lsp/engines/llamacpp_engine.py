@@ -1,0 +1,121 @@
+"""The llama.cpp engine: a GGUF file through llama-cpp-python.
+
+One long-lived `Llama` per loaded model: llama-cpp-python keeps the evaluated tokens and their KV
+cache, and `Llama.generate` only evaluates the part of a new prompt that differs, so a keystroke
+at the end of a long file costs a few tokens, not the whole prompt. `Llama` is not thread-safe:
+the caller runs one generation at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+import llama_cpp
+
+from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+from phi_lsp.model_check import check_gguf
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens evaluated between two looks at the stop flag (a cold prompt is evaluated in
+# pieces so that a superseded request does not hold the engine for seconds).
+PREFILL_CHUNK = 256
+
+
+class LlamaCppEngine:
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        path: Path,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        gpu_layers: int = -1,
+    ) -> None:
+        info = check_gguf(path)
+        self.n_ctx = min(n_ctx, info.context_length or n_ctx)
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=self.n_ctx,
+                n_batch=512,
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
+                flash_attn=True,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
+        self.eos_id = int(self.llm.token_eos())
+        log.info(
+            "llama.cpp: %s (%s, %d threads, ctx %d)", path, info.architecture, threads, self.n_ctx
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """How many leading tokens of `tokens` are already in the KV cache."""
+        cached = self.llm._input_ids[: self.llm.n_tokens]
+        n = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            n += 1
+        return n
+
+    def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
+        t0 = time.perf_counter()
+        tokens = self.tokenize(request.prompt) or [self.eos_id]
+        evaluated = len(tokens) - self.cached_prefix(tokens)
+        if not self._prefill(tokens, stop):
+            return Generation("", len(tokens), evaluated, 0, "cancelled", _ms(t0))
+        t_prompt = time.perf_counter()
+        out: list[int] = []
+        stopped = "length"
+        for token in self.llm.generate(
+            tokens, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
+        ):
+            if token == self.eos_id:
+                stopped = "eos"
+                break
+            out.append(token)
+            if stop.is_set():
+                stopped = "cancelled"
+                break
+            if len(out) >= request.max_new_tokens:
+                break
+            if request.is_done is not None and request.is_done(self.decode(out)):
+                stopped = "done"
+                break
+        timings = _ms(t0)
+        timings["prompt"] = (t_prompt - t0) * 1000
+        return Generation(self.decode(out), len(tokens), evaluated, len(out), stopped, timings)
+
+    def _prefill(self, tokens: list[int], stop: threading.Event) -> bool:
+        """Evaluate the uncached prompt in chunks, looking at `stop` between them."""
+        done = self.cached_prefix(tokens)
+        while len(tokens) - done > PREFILL_CHUNK:
+            if stop.is_set():
+                return False
+            done += PREFILL_CHUNK
+            # generate() evaluates the uncached part of the prefix, then samples one token that
+            # is thrown away (it is never evaluated, so the cache holds exactly the prefix).
+            next(self.llm.generate(tokens[:done], temp=0.0))
+        return not stop.is_set()
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+def _ms(t0: float) -> dict[str, float]:
+    return {"total": (time.perf_counter() - t0) * 1000}

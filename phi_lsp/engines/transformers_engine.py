@@ -1,0 +1,186 @@
+"""The transformers engine: `PhiForCausalLM` from an HF safetensors folder.
+
+On CUDA: bf16 (fp16 where bf16 is missing) with flash-attention 2 when flash-attn is importable,
+else SDPA; optional 4-bit NF4 through bitsandbytes. On CPU: fp32. phi-1's config says float32
+and has no eos id, so the dtype is always chosen here and eos falls back to `<|endoftext|>`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
+
+from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+from phi_lsp.model_check import check_hf_folder
+
+log = logging.getLogger(__name__)
+
+PHI_EOS_ID = 50256  # `<|endoftext|>` in the CodeGen/GPT-2 vocabulary phi-1, 1.5 and 2 use
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str) -> torch.dtype:
+    if device == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def pick_attention(device: str, dtype: torch.dtype) -> str:
+    """flash-attention 2 only on CUDA in half precision with flash-attn installed; else SDPA."""
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if device == "cuda" and dtype in (torch.float16, torch.bfloat16) and has_flash:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+class _StopOnEvent(StoppingCriteria):
+    """Ends generate() after the current token when the request is superseded or done."""
+
+    def __init__(
+        self,
+        stop: threading.Event,
+        request: GenerationRequest,
+        engine: TransformersEngine,
+        prompt_len: int,
+    ) -> None:
+        self.stop, self.request, self.engine, self.prompt_len = stop, request, engine, prompt_len
+        self.reason = ""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw: Any) -> Any:
+        if self.stop.is_set():
+            self.reason = "cancelled"
+            return True
+        if self.request.is_done is not None:
+            text = self.engine.decode(input_ids[0, self.prompt_len :].tolist())
+            if self.request.is_done(text):
+                self.reason = "done"
+                return True
+        return False
+
+
+class TransformersEngine:
+    name = "transformers"
+
+    def __init__(
+        self,
+        path: Path,
+        device: str = "auto",
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        quantization: str = "none",
+    ) -> None:
+        config = check_hf_folder(path)
+        self.device = pick_device(device)
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ModelLoadError("device is 'cuda' but torch sees no CUDA GPU; set device to auto.")
+        if n_threads:
+            torch.set_num_threads(n_threads)
+        dtype = pick_dtype(self.device)
+        kwargs: dict[str, Any] = {
+            "dtype": dtype,
+            "attn_implementation": pick_attention(self.device, dtype),
+            "use_safetensors": True,
+            "trust_remote_code": False,
+        }
+        if quantization == "nf4":
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype
+            )
+            kwargs["device_map"] = self.device
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if quantization != "nf4":
+            self.model.to(self.device)  # type: ignore[arg-type]
+        self.model.eval()
+        self.n_ctx = min(n_ctx, int(config.get("max_position_embeddings") or n_ctx))
+        self.eos_id = _eos_id(config, self.tokenizer)
+        log.info(
+            "transformers: %s on %s, %s, %s",
+            path,
+            self.device,
+            dtype,
+            kwargs["attn_implementation"],
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, tokens: list[int]) -> str:
+        return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
+        t0 = time.perf_counter()
+        ids = self.tokenize(request.prompt)
+        if not ids:
+            ids = [self.eos_id]
+        input_ids = torch.tensor([ids], device=self.model.device)
+        criteria = _StopOnEvent(stop, request, self, len(ids))
+        sampling: dict[str, Any] = {"do_sample": False}
+        if request.temperature > 0:
+            sampling = {"do_sample": True, "temperature": request.temperature, "top_p": 0.95}
+        with torch.inference_mode():
+            out = self.model.generate(  # type: ignore[misc]
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                max_new_tokens=request.max_new_tokens,
+                eos_token_id=self.eos_id,
+                pad_token_id=self.eos_id,
+                stopping_criteria=StoppingCriteriaList([criteria]),
+                **sampling,
+            )
+        new = out[0, len(ids) :].tolist()
+        hit_eos = bool(new) and new[-1] == self.eos_id
+        if hit_eos:
+            new = new[:-1]
+        return Generation(
+            text=self.decode(new),
+            prompt_tokens=len(ids),
+            evaluated_tokens=len(ids),
+            generated_tokens=len(new),
+            stopped=criteria.reason or ("eos" if hit_eos else "length"),
+            timings_ms={"total": (time.perf_counter() - t0) * 1000},
+        )
+
+    def close(self) -> None:
+        del self.model
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _eos_id(config: dict[str, Any], tokenizer: Any) -> int:
+    """The config's eos id, else the tokenizer's, else `<|endoftext|>` (phi-1's config has none)."""
+    eos = config.get("eos_token_id")
+    if isinstance(eos, list):
+        eos = eos[0] if eos else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return int(eos) if eos is not None else PHI_EOS_ID

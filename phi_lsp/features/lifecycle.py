@@ -1,0 +1,39 @@
+"""Initialization, settings and the model's lifetime."""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from phi_lsp.features import completion
+from phi_lsp.server import PhiLanguageServer
+
+
+def register(ls: PhiLanguageServer) -> None:
+    @ls.feature(types.INITIALIZE)
+    def initialize(ls: PhiLanguageServer, params: types.InitializeParams) -> None:
+        ls.apply_settings(params.initialization_options)
+        if completion.wants_fallback(ls.settings, params.capabilities):
+            completion.register_fallback(ls)
+
+    @ls.feature(types.INITIALIZED)
+    async def initialized(ls: PhiLanguageServer, params: types.InitializedParams) -> None:
+        raw = await ls.pull_settings()
+        if raw is not None:
+            ls.apply_settings(raw)
+        ls.schedule_load()
+
+    @ls.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def did_change_configuration(
+        ls: PhiLanguageServer, params: types.DidChangeConfigurationParams
+    ) -> None:
+        raw = await ls.pull_settings()
+        if ls.apply_settings(raw if raw is not None else params.settings):
+            ls.schedule_load()
+
+    @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def did_close(ls: PhiLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.runner.forget(params.text_document.uri)
+
+    @ls.feature(types.SHUTDOWN)
+    def shutdown(ls: PhiLanguageServer, params: None) -> None:
+        ls.runner.shutdown()

@@ -1,0 +1,70 @@
+"""One completion, start to end: context → prompt → engine → postprocess.
+
+Runs on the engine's worker thread (the engine and its tokenizer are not thread-safe). Knows
+nothing about LSP: text and an offset in, the text to insert out.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from phi_lsp.context import CursorContext, cursor_context, should_complete
+from phi_lsp.engines.base import Engine, Generation, GenerationRequest
+from phi_lsp.postprocess import is_complete, postprocess
+from phi_lsp.prompt import build_prompt
+from phi_lsp.settings import Settings
+
+
+@dataclass
+class Suggestion:
+    text: str  # what to insert at the cursor; "" means nothing to show
+    mode: str = ""
+    prompt: str = ""
+    generation: Generation | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+def prompt_budget(engine: Engine, settings: Settings) -> int:
+    """Tokens the prompt may use: the context minus room for the completion."""
+    n_ctx = min(engine.n_ctx, settings.context_tokens)
+    return max(0, n_ctx - settings.max_new_tokens)
+
+
+def suggest(
+    engine: Engine, text: str, offset: int, settings: Settings, stop: threading.Event
+) -> Suggestion:
+    """The post-processed suggestion at `offset` in `text` ("" when there is nothing to offer)."""
+    t0 = time.perf_counter()
+    ctx = cursor_context(text, offset)
+    if not should_complete(ctx):
+        return Suggestion("", ctx.mode)
+    prompt = build_prompt(
+        ctx.prefix, prompt_budget(engine, settings), lambda s: len(engine.tokenize(s))
+    )
+    t_prompt = time.perf_counter()
+    request = GenerationRequest(
+        prompt=prompt,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        is_done=lambda partial: is_complete(partial, ctx),
+    )
+    generation = engine.generate(request, stop)
+    t_gen = time.perf_counter()
+    out = "" if generation.stopped == "cancelled" else finish(generation.text, ctx, text)
+    t_end = time.perf_counter()
+    timings = {
+        "prompt": (t_prompt - t0) * 1000,
+        "engine": (t_gen - t_prompt) * 1000,
+        "postprocess": (t_end - t_gen) * 1000,
+    }
+    return Suggestion(out, ctx.mode, prompt, generation, timings)
+
+
+def finish(raw: str, ctx: CursorContext, text: str) -> str:
+    """Post-process, then give the text the document's line endings back."""
+    out = postprocess(raw, ctx)
+    if "\r\n" in text:
+        out = out.replace("\n", "\r\n")
+    return out

@@ -1,0 +1,117 @@
+"""The engine's home: one worker thread, background loading, newest-request-wins.
+
+The event loop never runs model code. Loading and generating happen on a single worker thread,
+so a generation never overlaps a load or another generation. Each document has at most one
+request that counts: a new one sets the previous one's stop flag, and the engine checks that
+flag after every token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from phi_lsp.engines.base import Engine
+from phi_lsp.engines.loader import load_engine
+from phi_lsp.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Superseded(Exception):
+    """A newer request for the same document took this one's place."""
+
+
+class EngineRunner:
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phi-engine")
+        self.engine: Engine | None = None
+        self.loading = False
+        self.load_error: str | None = None
+        self._in_flight: dict[str, threading.Event] = {}
+        self._load_generation = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and not self.loading
+
+    async def load(self, settings: Settings) -> Engine:
+        """Load the engine for `settings` on the worker thread, replacing the current one.
+
+        Raises ModelLoadError (or any loading error); the previous engine is closed either way,
+        since its settings are no longer the ones in force.
+        """
+        self._load_generation += 1
+        ticket = self._load_generation
+        self.loading, self.load_error = True, None
+        for stop in self._in_flight.values():
+            stop.set()
+        old, self.engine = self.engine, None
+        loop = asyncio.get_running_loop()
+        try:
+            if old is not None:
+                await loop.run_in_executor(self._executor, old.close)
+            engine = await loop.run_in_executor(self._executor, load_engine, settings)
+        except BaseException as exc:
+            if ticket == self._load_generation:
+                self.loading, self.load_error = False, str(exc)
+            raise
+        if ticket != self._load_generation:  # a newer load started meanwhile: it wins
+            await loop.run_in_executor(self._executor, engine.close)
+            raise Superseded("a newer model load replaced this one")
+        self.engine, self.loading = engine, False
+        return engine
+
+    async def run(self, key: str, work: Callable[[Engine, threading.Event], T]) -> T:
+        """Run `work(engine, stop)` on the worker; a newer run for `key` stops this one.
+
+        Raises Superseded when a newer request for `key` arrived before this one finished, and
+        CancelledError (after setting the stop flag) when the client cancels.
+        """
+        engine = self.engine
+        if engine is None:
+            raise RuntimeError("no model is loaded")
+        stop = threading.Event()
+        previous = self._in_flight.get(key)
+        if previous is not None:
+            previous.set()
+        self._in_flight[key] = stop
+        loop = asyncio.get_running_loop()
+        try:
+            if stop.is_set():
+                raise Superseded(key)
+            result = await loop.run_in_executor(self._executor, _guarded, work, engine, stop)
+        except asyncio.CancelledError:
+            stop.set()
+            raise
+        finally:
+            if self._in_flight.get(key) is stop:
+                del self._in_flight[key]
+        if stop.is_set():
+            raise Superseded(key)
+        return result
+
+    def forget(self, key: str) -> None:
+        """Stop and drop the request for a closed document."""
+        stop = self._in_flight.pop(key, None)
+        if stop is not None:
+            stop.set()
+
+    def shutdown(self) -> None:
+        for stop in self._in_flight.values():
+            stop.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _guarded(
+    work: Callable[[Engine, threading.Event], T], engine: Engine, stop: threading.Event
+) -> T:
+    """Skip work that was superseded while it waited in the queue."""
+    if stop.is_set():
+        raise Superseded("superseded while queued")
+    return work(engine, stop)

@@ -1,0 +1,175 @@
+"""The language server: its state (settings, engine) and the steps handlers share.
+
+Handlers live in `phi_lsp.features`; they stay thin and call the methods here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from phi_lsp import __version__
+from phi_lsp.engines.base import Engine, ModelLoadError
+from phi_lsp.pipeline import Suggestion, suggest
+from phi_lsp.runner import EngineRunner, Superseded
+from phi_lsp.settings import SECTION, Settings, settings_from_client
+
+log = logging.getLogger(__name__)
+
+
+class PhiLanguageServer(LanguageServer):
+    def __init__(self, overrides: dict[str, Any] | None = None) -> None:
+        super().__init__("phi-lsp", __version__)
+        self.settings = Settings()
+        # Command-line flags (--model, --backend) win over what the editor sends.
+        self.overrides = overrides or {}
+        self.runner = EngineRunner()
+        self._request_ids = itertools.count(1)
+        self._load_task: asyncio.Task[None] | None = None
+
+    # -- settings ---------------------------------------------------------------------------
+    def apply_settings(self, raw: Any) -> bool:
+        """Merge settings from the client; report bad keys; True when the engine must reload."""
+        incoming = {**settings_from_client(raw), **self.overrides}
+        new, errors = self.settings.merge(incoming)
+        for error in errors:
+            log.warning(error)
+            self.show(error, types.MessageType.Error)
+        reload = new.engine_changed(self.settings)
+        self.settings = new
+        return reload
+
+    async def pull_settings(self) -> Any:
+        """Ask the client for the `phiLsp` section (None when it cannot answer)."""
+        caps = self.client_capabilities.workspace
+        if not (caps and caps.configuration):
+            return None
+        try:
+            items = await self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+            )
+        except Exception as exc:  # a client that errors here must not stop the server
+            log.warning("workspace/configuration failed: %s", exc)
+            return None
+        return items[0] if items else None
+
+    # -- model ------------------------------------------------------------------------------
+    def schedule_load(self) -> None:
+        """Start loading the model in the background; a newer load replaces an older one.
+
+        An older load is not cancelled: it finishes on the worker, sees it was replaced and
+        closes what it loaded (cancelling the await would leak the engine being loaded).
+        """
+        self._load_task = asyncio.ensure_future(self.load_model())
+
+    async def load_model(self) -> None:
+        token = f"phi-lsp/load/{time.monotonic_ns()}"
+        progress = await self._begin_progress(token, f"phi-lsp: loading {self.settings.model}")
+        t0 = time.perf_counter()
+        try:
+            engine = await self.runner.load(self.settings)
+        except Superseded:
+            message = "replaced by a newer load"
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except BaseException as exc:  # any loading failure must leave the server serving
+            message = _load_failure_message(self.settings.model, exc)
+            log.error(message, exc_info=not isinstance(exc, ModelLoadError))
+            self.show(message, types.MessageType.Error)
+        else:
+            message = (
+                f"{self.settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
+            )
+            log.info(message)
+        finally:
+            if progress:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+    async def _begin_progress(self, token: str, title: str) -> bool:
+        window = self.client_capabilities.window
+        if not (window and window.work_done_progress):
+            return False
+        try:
+            await self.work_done_progress.create_async(token)
+        except Exception as exc:
+            log.warning("work done progress refused: %s", exc)
+            return False
+        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title))
+        return True
+
+    # -- completion -------------------------------------------------------------------------
+    async def suggestion_at(self, uri: str, position: types.Position) -> Suggestion | None:
+        """The suggestion at `position`, or None (disabled, loading, superseded, no document)."""
+        if not self.settings.enable or not self.runner.ready:
+            return None
+        doc = self.workspace.get_text_document(uri)
+        text = doc.source
+        offset = min(doc.offset_at_position(position), len(text))
+        request_id = next(self._request_ids)
+        settings = self.settings
+        t0 = time.perf_counter()
+
+        def work(engine: Engine, stop: threading.Event) -> Suggestion:
+            # Logged here, on the worker, so a cancelled generation is logged when it stops.
+            result = suggest(engine, text, offset, settings, stop)
+            _log_request(request_id, uri, result, _ms(t0))
+            return result
+
+        try:
+            result = await self.runner.run(uri, work)
+        except Superseded:
+            log.info("req %d superseded after %.0f ms", request_id, _ms(t0))
+            return None
+        except asyncio.CancelledError:
+            log.info("req %d cancelled after %.0f ms", request_id, _ms(t0))
+            raise
+        except Exception:
+            log.exception("req %d failed", request_id)
+            return None
+        return result
+
+    def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
+        self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+
+def _load_failure_message(model: str, exc: BaseException) -> str:
+    if isinstance(exc, ModelLoadError):
+        detail = str(exc)
+    elif isinstance(exc, MemoryError):
+        detail = "out of memory; choose a smaller quantization (e.g. a Q4_0 GGUF)."
+    else:
+        detail = f"{exc.__class__.__name__}: {exc}"
+    return f"phi-lsp could not load model {model!r}: {detail} Fix phiLsp.model and it loads again."
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
+def _log_request(request_id: int, uri: str, result: Suggestion, total_ms: float) -> None:
+    gen = result.generation
+    timings = " ".join(f"{k}={v:.0f}ms" for k, v in result.timings_ms.items())
+    if gen is None:
+        log.info("req %d %s mode=%s skipped total=%.0fms", request_id, uri, result.mode, total_ms)
+        return
+    log.info(
+        "req %d %s mode=%s prompt_tokens=%d evaluated=%d generated=%d stopped=%s chars=%d "
+        "%s total=%.0fms",
+        request_id,
+        uri,
+        result.mode,
+        gen.prompt_tokens,
+        gen.evaluated_tokens,
+        gen.generated_tokens,
+        gen.stopped,
+        len(result.text),
+        timings,
+        total_ms,
+    )

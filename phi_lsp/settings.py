@@ -1,0 +1,108 @@
+"""The `phiLsp` settings: one pydantic model, validated one key at a time.
+
+An editor sends settings from three places (initializationOptions, workspace/configuration and
+didChangeConfiguration). A bad value must not throw away the good ones, so `Settings.merge`
+applies each key on its own and reports the ones it rejected with the setting's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+SECTION = "phiLsp"
+
+# Settings whose change means the engine must be loaded again.
+ENGINE_KEYS = frozenset(
+    {"model", "backend", "device", "context_tokens", "n_threads", "gpu_layers", "quantization"}
+)
+
+
+class Settings(BaseModel):
+    """Every setting phi-lsp reads, with its default. Keys are camelCase on the wire."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    model: str = Field(
+        "phi-1",
+        min_length=1,
+        description="A model name (e.g. `phi-1`), or a path to a GGUF file or an HF model folder.",
+    )
+    backend: Literal["auto", "llamacpp", "transformers"] = Field(
+        "auto", description="`auto` picks transformers on CUDA, llama.cpp otherwise."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where the transformers engine runs."
+    )
+    max_new_tokens: int = Field(
+        64, ge=1, le=1024, description="Most tokens one completion may add."
+    )
+    context_tokens: int = Field(
+        2048, ge=64, le=131072, description="Model context size: prompt + completion, in tokens."
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 means greedy decoding.")
+    enable: bool = Field(
+        True, description="Turn completions on or off without stopping the server."
+    )
+    n_threads: int | None = Field(
+        None, ge=1, le=512, description="CPU threads for the engine; unset: the number of cores."
+    )
+    gpu_layers: int = Field(
+        -1, ge=-1, description="Layers llama.cpp offloads to Metal/CUDA; -1 all, 0 none."
+    )
+    quantization: Literal["none", "nf4"] = Field(
+        "none", description="transformers on CUDA: `nf4` loads 4-bit weights through bitsandbytes."
+    )
+    completion_fallback: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Offer `textDocument/completion` items: `auto` only for clients without "
+        "inline completion (read from initializationOptions).",
+    )
+
+    def merge(self, incoming: dict[str, Any]) -> tuple[Settings, list[str]]:
+        """Apply `incoming` over these settings; return the result and one error per bad key.
+
+        A rejected key keeps its previous value; the other keys still apply.
+        """
+        current = self.model_dump(by_alias=True)
+        errors: list[str] = []
+        for key, value in incoming.items():
+            if value is None and key in current and current[key] is None:
+                continue
+            candidate = {**current, key: value}
+            try:
+                Settings.model_validate(candidate)
+            except ValidationError as exc:
+                errors.append(_describe(key, value, exc))
+                continue
+            current = candidate
+        return Settings.model_validate(current), errors
+
+    def engine_changed(self, other: Settings) -> bool:
+        """True when going from `other` to these settings needs the engine loaded again."""
+        return any(getattr(self, k) != getattr(other, k) for k in ENGINE_KEYS)
+
+
+def _describe(key: str, value: Any, exc: ValidationError) -> str:
+    """One line a user can act on: which setting, what was wrong, and that the old value stays."""
+    err = exc.errors()[0]
+    reason = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
+    return f"{SECTION}.{key} = {value!r} was ignored: {reason}. The previous value stays in force."
+
+
+def settings_from_client(raw: Any) -> dict[str, Any]:
+    """Pick the `phiLsp` section out of whatever shape a client sent.
+
+    Clients send either the section itself or an object that contains it; anything that is not
+    a mapping is treated as no settings.
+    """
+    if not isinstance(raw, dict):
+        return {}
+    inner = raw.get(SECTION)
+    if isinstance(inner, dict):
+        return inner
+    return raw

@@ -1,0 +1,84 @@
+"""Both engines on the tiny model, called directly: stop flag, early stop, prefix cache."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+from tinymodel import TinyModel
+
+from phi_lsp.engines.base import Engine, GenerationRequest
+
+PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        return f."
+
+
+@pytest.fixture(scope="module", params=["llamacpp", "transformers"])
+def engine(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[Engine]:
+    if request.param == "llamacpp":
+        pytest.importorskip("llama_cpp")
+        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+        eng: Engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
+    else:
+        from phi_lsp.engines.transformers_engine import TransformersEngine
+
+        eng = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    yield eng
+    eng.close()
+
+
+def test_greedy_generation_is_deterministic(engine: Engine) -> None:
+    request = GenerationRequest(prompt=PROMPT, max_new_tokens=16)
+    first = engine.generate(request, threading.Event())
+    again = engine.generate(request, threading.Event())
+    assert first.text == again.text
+    assert first.generated_tokens <= 16 and first.stopped in ("length", "eos")
+    assert first.prompt_tokens == len(engine.tokenize(PROMPT))
+
+
+@pytest.mark.parametrize("after", [1, 5])
+def test_stop_flag_ends_generation_within_one_token(engine: Engine, after: int) -> None:
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def cancel_after(partial: str) -> bool:
+        # Stands in for a superseding request arriving while token `after` is produced.
+        seen.append(partial)
+        if len(seen) == after:
+            stop.set()
+        return False
+
+    request = GenerationRequest(prompt=PROMPT, max_new_tokens=200, is_done=cancel_after)
+    generation = engine.generate(request, stop)
+    assert generation.stopped == "cancelled"
+    assert after <= generation.generated_tokens <= after + 1
+
+
+def test_a_request_stopped_before_it_starts_generates_nothing(engine: Engine) -> None:
+    stop = threading.Event()
+    stop.set()
+    generation = engine.generate(GenerationRequest(prompt=PROMPT, max_new_tokens=50), stop)
+    assert generation.generated_tokens <= 1 and generation.stopped == "cancelled"
+
+
+def test_is_done_stops_early(engine: Engine) -> None:
+    request = GenerationRequest(prompt=PROMPT, max_new_tokens=50, is_done=lambda t: len(t) > 0)
+    generation = engine.generate(request, threading.Event())
+    assert generation.generated_tokens <= 1 and generation.stopped in ("done", "eos")
+
+
+def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
+    pytest.importorskip("llama_cpp")
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
+    long_prompt = PROMPT * 40  # > one prefill chunk, so the chunked prefill runs too
+    cold = engine.generate(GenerationRequest(long_prompt, max_new_tokens=4), threading.Event())
+    warm = engine.generate(
+        GenerationRequest(long_prompt + "read", max_new_tokens=4), threading.Event()
+    )
+    engine.close()
+    assert cold.evaluated_tokens == cold.prompt_tokens
+    assert warm.prompt_tokens > cold.prompt_tokens
+    assert warm.evaluated_tokens <= warm.prompt_tokens - cold.prompt_tokens + 2
