@@ -1,0 +1,99 @@
+"""The command line: convert into the cache, and serving over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lsp_session import capabilities, wait_for_loads
+from lsprotocol import types
+from pytest_lsp.client import make_test_lsp_client
+from tinymodel import TinyModel
+
+from phi_lsp.model_source import resolve_model
+
+
+def phi_lsp(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PHI_LSP_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "phi_lsp", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_convert_into_the_cache_makes_the_name_a_model(
+    tmp_path: Path, tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = phi_lsp("convert", str(tiny_model.hf_dir), "--name", "tiny", home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    written = tmp_path / "models" / "tiny" / "tiny-f16.gguf"
+    assert written.is_file() and str(written) in done.stdout
+    assert [p.name for p in written.parent.iterdir()] == ["tiny-f16.gguf"]  # no temp files left
+    monkeypatch.setenv("PHI_LSP_HOME", str(tmp_path))
+    assert resolve_model("tiny").gguf == written
+
+
+def test_convert_reports_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    done = phi_lsp("convert", str(tmp_path), "--out", str(tmp_path / "x.gguf"), home=tmp_path)
+    assert done.returncode == 1
+    assert "config.json" in done.stderr and not (tmp_path / "x.gguf").exists()
+
+
+def test_unknown_model_name_says_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from phi_lsp.engines.base import ModelLoadError
+
+    monkeypatch.setenv("PHI_LSP_HOME", str(tmp_path))
+    with pytest.raises(ModelLoadError, match="phi-lsp convert PATH --name phi-2"):
+        resolve_model("phi-2")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_serve_over_tcp(tmp_path: Path, tiny_model: TinyModel) -> None:
+    port = free_port()
+    env = {**os.environ, "PHI_LSP_HOME": str(tmp_path)}
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "phi_lsp",
+        "serve",
+        "--tcp",
+        f"127.0.0.1:{port}",
+        "--model",
+        str(tiny_model.gguf_f32),
+        "--log-file",
+        str(tmp_path / "server.log"),
+        env=env,
+    )
+    try:
+        client = make_test_lsp_client()
+        for _ in range(200):  # wait for the port to open (a hang guard, not a timing check)
+            try:
+                await client.start_tcp("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        result = await client.initialize_session(
+            types.InitializeParams(capabilities=capabilities(inline=True))
+        )
+        assert result.capabilities.inline_completion_provider is not None
+        ends = await wait_for_loads(client)
+        assert "ready" in ends[0]
+        await client.shutdown_session()
+    finally:
+        server.terminate()
+        await server.wait()
