@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from phi_lsp import __version__
+from phi_lsp.manifests import QUANTS
 from phi_lsp.model_source import models_dir, phi_lsp_home
 
 log = logging.getLogger("phi_lsp")
@@ -39,6 +40,28 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("--name", help="model name in the cache (default: the folder's name)")
     convert.add_argument("--outtype", choices=["f16", "f32"], default="f16")
     convert.set_defaults(run=run_convert)
+
+    models = commands.add_parser("models", help="list, pull, import, verify, rm models")
+    verbs = models.add_subparsers(dest="verb", required=True)
+    verbs.add_parser("list", help="known and cached models").set_defaults(run=run_models_list)
+    pull = verbs.add_parser("pull", help="download, convert and quantize a known model")
+    pull.add_argument("name")
+    pull.add_argument("--quant", choices=list(QUANTS), help="default: the manifest's")
+    pull.set_defaults(run=run_models_pull)
+    adopt = verbs.add_parser("import", help="adopt a local GGUF file or HF folder")
+    adopt.add_argument("path", type=Path)
+    adopt.add_argument("--name", help="default: the file or folder name")
+    adopt.set_defaults(run=run_models_import)
+    check = verbs.add_parser("verify", help="hashes, loading and a smoke generation")
+    check.add_argument("name")
+    check.set_defaults(run=run_models_verify)
+    remove = verbs.add_parser("rm", help="delete a model from the cache")
+    remove.add_argument("name")
+    remove.set_defaults(run=run_models_rm)
+
+    doctor = commands.add_parser("doctor", help="what this machine can run, and fixes")
+    doctor.add_argument("--model", default="phi-1")
+    doctor.set_defaults(run=run_doctor)
 
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
@@ -108,3 +131,84 @@ def run_convert(args: argparse.Namespace) -> int:
     if args.out is None:
         print(f"set phiLsp.model to {name!r} to use it")
     return 0
+
+
+def _fail(exc: Exception) -> int:
+    print(f"phi-lsp: {exc}", file=sys.stderr)
+    return 1
+
+
+def run_models_list(args: argparse.Namespace) -> int:
+    from phi_lsp.model_store import list_models
+
+    print(f"{'model':<26} {'cached':<7} {'size':>9}  {'quantizations':<22} {'license':<8} source")
+    for m in list_models():
+        size = f"{m.size / 1e9:.2f} GB" if m.size else "-"
+        print(
+            f"{m.name:<26} {'yes' if m.cached else 'no':<7} {size:>9}  "
+            f"{', '.join(m.quants) or '-':<22} {m.license:<8} {m.source}"
+        )
+    print(f"cache: {models_dir()}")
+    return 0
+
+
+def run_models_pull(args: argparse.Namespace) -> int:
+    from phi_lsp.model_store import StoreError, pull
+
+    try:
+        report = pull(args.name, args.quant)
+    except (StoreError, ValueError, RuntimeError) as exc:
+        return _fail(exc)
+    print(f"{report.name} @ {report.revision[:12]}: {report.gguf}")
+    for stage, seconds in report.seconds.items():
+        print(f"  {stage:<16} {seconds:7.1f} s")
+    for file, size in report.sizes.items():
+        print(f"  {file:<32} {size / 1e6:9.1f} MB")
+    return 0
+
+
+def run_models_import(args: argparse.Namespace) -> int:
+    from phi_lsp.model_store import StoreError, import_model
+
+    try:
+        folder = import_model(args.path, args.name)
+    except StoreError as exc:
+        return _fail(exc)
+    print(f"imported into {folder}; set phiLsp.model to {folder.name!r} to use it")
+    return 0
+
+
+def run_models_verify(args: argparse.Namespace) -> int:
+    from phi_lsp.model_store import StoreError, verify
+
+    try:
+        report = verify(args.name)
+    except StoreError as exc:
+        return _fail(exc)
+    for rel in report.checked:
+        print(f"ok   sha256 {rel}")
+    for problem in report.problems:
+        print(f"BAD  {problem}")
+    for engine, result in report.smoke.items():
+        print(f"{'ok ' if result.startswith('ok') else '-- '}  {engine}: {result}")
+    failed = report.problems or any(r.startswith("FAILED") for r in report.smoke.values())
+    return 1 if failed else 0
+
+
+def run_models_rm(args: argparse.Namespace) -> int:
+    from phi_lsp.model_store import StoreError, remove
+
+    try:
+        remove(args.name)
+    except StoreError as exc:
+        return _fail(exc)
+    print(f"removed {args.name}")
+    return 0
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    from phi_lsp.doctor import render, run_checks
+
+    checks = run_checks(args.model)
+    print(render(checks))
+    return 0 if all(c.ok for c in checks) else 1

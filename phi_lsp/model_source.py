@@ -46,10 +46,17 @@ def resolve_model(spec: str) -> ModelSource:
     cached = models_dir() / spec
     if cached.is_dir():
         return _from_folder(cached, spec)
+    from phi_lsp.manifests import get_manifest
+
+    if get_manifest(spec) is not None:
+        raise ModelLoadError(
+            f"Model {spec!r} is not downloaded yet. Run `phi-lsp models pull {spec}` once "
+            f"(or `phi-lsp models import PATH --name {spec}` for files you already have)."
+        )
     raise ModelLoadError(
-        f"Model {spec!r} is not in phi-lsp's cache ({models_dir()}). Convert a downloaded "
-        f"Hugging Face folder with `phi-lsp convert PATH --name {spec}`, or set phiLsp.model "
-        "to the path of a GGUF file or an HF model folder."
+        f"Model {spec!r} is not in phi-lsp's cache ({models_dir()}). Import a GGUF file or a "
+        f"Hugging Face folder with `phi-lsp models import PATH --name {spec}` (or "
+        f"`phi-lsp convert PATH --name {spec}`), or set phiLsp.model to its path."
     )
 
 

@@ -107,7 +107,13 @@ class PhiLanguageServer(LanguageServer):
     # -- completion -------------------------------------------------------------------------
     async def suggestion_at(self, uri: str, position: types.Position) -> Suggestion | None:
         """The suggestion at `position`, or None (disabled, loading, superseded, no document)."""
-        if not self.settings.enable or not self.runner.ready:
+        if not self.settings.enable:
+            return None
+        if not self.runner.ready:
+            log.info(
+                "completion asked while the model is %s: empty answer",
+                "loading" if self.runner.loading else "not loaded",
+            )
             return None
         doc = self.workspace.get_text_document(uri)
         text = doc.source

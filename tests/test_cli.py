@@ -53,8 +53,10 @@ def test_unknown_model_name_says_how_to_get_it(
     from phi_lsp.engines.base import ModelLoadError
 
     monkeypatch.setenv("PHI_LSP_HOME", str(tmp_path))
-    with pytest.raises(ModelLoadError, match="phi-lsp convert PATH --name phi-2"):
-        resolve_model("phi-2")
+    with pytest.raises(ModelLoadError, match="`phi-lsp models pull phi-2`"):
+        resolve_model("phi-2")  # a manifest name: the exact pull command
+    with pytest.raises(ModelLoadError, match="phi-lsp models import PATH --name mine"):
+        resolve_model("mine")
 
 
 def free_port() -> int:

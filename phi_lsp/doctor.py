@@ -1,0 +1,149 @@
+"""`phi-lsp doctor`: one screen on what this machine can run, each gap with its fix."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import platform
+import sys
+from dataclasses import dataclass
+
+from phi_lsp.engines.base import ModelLoadError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run_checks(model: str = "phi-1") -> list[Check]:
+    checks = [
+        Check(
+            "python",
+            sys.version_info >= (3, 10),
+            f"{platform.python_version()} ({platform.machine()}, {platform.system()})",
+            "phi-lsp needs Python 3.10+",
+        )
+    ]
+    checks += _torch_checks()
+    checks += _llamacpp_checks()
+    checks += _model_checks(model)
+    return checks
+
+
+def _torch_checks() -> list[Check]:
+    version = _version("torch")
+    if version is None:
+        return [Check("torch", False, "not installed", "pip install torch")]
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = torch.cuda.get_device_name(0) if cuda else "no CUDA GPU"
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    out = [
+        Check("torch", True, f"{version}; CUDA: {device}; MPS: {'yes' if mps else 'no'}"),
+        Check(
+            "transformers",
+            _version("transformers") is not None,
+            _version("transformers") or "not installed",
+            "pip install transformers",
+        ),
+    ]
+    flash = importlib.util.find_spec("flash_attn") is not None
+    bnb = importlib.util.find_spec("bitsandbytes") is not None
+    if cuda:
+        out.append(
+            Check(
+                "flash-attn",
+                flash,
+                "installed" if flash else "missing (SDPA is used)",
+                "pip install 'phi-lsp[cuda]' (needs a CUDA build of torch)",
+            )
+        )
+        out.append(
+            Check(
+                "bitsandbytes",
+                bnb,
+                "installed" if bnb else "missing (no 4-bit NF4)",
+                "pip install bitsandbytes",
+            )
+        )
+    else:
+        out.append(Check("flash-attn / bitsandbytes", True, "only used on CUDA"))
+    return out
+
+
+def _llamacpp_checks() -> list[Check]:
+    version = _version("llama_cpp_python")
+    if version is None:
+        return [
+            Check(
+                "llama.cpp",
+                False,
+                "llama-cpp-python is not installed",
+                "CMAKE_ARGS='-DLLAVA_BUILD=OFF' pip install 'phi-lsp[cpu]' "
+                "(Metal: -DGGML_METAL=on, CUDA: -DGGML_CUDA=on)",
+            )
+        ]
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+    features = " ".join(
+        p.split(" = ")[0].replace("CPU :", "").strip()
+        for p in info.split("|")
+        if p.strip().endswith("= 1")
+    )
+    offload = bool(llama_cpp.llama_supports_gpu_offload())
+    return [
+        Check("llama.cpp", True, f"llama-cpp-python {version}; CPU: {features or info}"),
+        Check(
+            "llama.cpp GPU offload",
+            True,
+            "Metal/CUDA build" if offload else "CPU-only build (gpuLayers is ignored)",
+            "" if offload else "rebuild with CMAKE_ARGS='-DGGML_CUDA=on' or '-DGGML_METAL=on'",
+        ),
+    ]
+
+
+def _model_checks(model: str) -> list[Check]:
+    from phi_lsp.engines.loader import choose_backend
+    from phi_lsp.model_source import resolve_model
+    from phi_lsp.model_store import list_models
+    from phi_lsp.settings import Settings
+
+    cached = [m for m in list_models() if m.cached]
+    listing = ", ".join(f"{m.name} ({'/'.join(m.quants) or 'hf'})" for m in cached) or "none"
+    out = [Check("models cached", bool(cached), listing, "phi-lsp models pull phi-1")]
+    try:
+        source = resolve_model(model)
+        backend = choose_backend(Settings(model=model), source)
+        out.append(
+            Check(
+                f"model {model!r}",
+                True,
+                f"backend auto → {backend} ({source.gguf or source.hf_dir})",
+            )
+        )
+    except ModelLoadError as exc:
+        out.append(Check(f"model {model!r}", False, str(exc), f"phi-lsp models pull {model}"))
+    return out
+
+
+def render(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = []
+    for c in checks:
+        lines.append(f"{'ok ' if c.ok else 'NO '} {c.name:<{width}}  {c.detail}")
+        if not c.ok and c.fix:
+            lines.append(f"    {'':<{width}}  fix: {c.fix}")
+    return "\n".join(lines)
