@@ -109,9 +109,15 @@ class PullReport:
     sizes: dict[str, int]
 
 
-def pull(name: str, quant: str | None = None, *, progress: bool = True) -> PullReport:
+def pull(
+    name: str,
+    quant: str | None = None,
+    *,
+    progress: bool = True,
+    manifest: Manifest | None = None,
+) -> PullReport:
     """Download a manifest's model, convert it to GGUF and quantize it."""
-    manifest = get_manifest(name)
+    manifest = manifest or get_manifest(name)
     if manifest is None:
         known = ", ".join(manifests())
         raise StoreError(f"No manifest named {name!r}. Known models: {known}.")
