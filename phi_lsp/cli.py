@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from phi_lsp import __version__
+from phi_lsp.engines.base import Engine
 from phi_lsp.manifests import QUANTS
 from phi_lsp.model_source import models_dir, phi_lsp_home
 
@@ -63,19 +64,48 @@ def main(argv: list[str] | None = None) -> int:
     doctor.add_argument("--model", default="phi-1")
     doctor.set_defaults(run=run_doctor)
 
+    generate = commands.add_parser("generate", help="write a function body from its docstring")
+    generate.add_argument("target", help="FILE:LINE (1-based line inside the function)")
+    generate.add_argument("--model", default=None, help="default: the phiLsp.model default")
+    generate.add_argument("--backend", choices=["auto", "llamacpp", "transformers"], default="auto")
+    generate.add_argument("--candidates", type=int, default=3)
+    generate.add_argument("--write", action="store_true", help="apply it to the file")
+    generate.set_defaults(run=run_generate)
+
+    evaluate = commands.add_parser("eval", help="HumanEval and contamination checks")
+    benches = evaluate.add_subparsers(dest="bench", required=True)
+    humaneval = benches.add_parser("humaneval", help="pass@1 / pass@k on the 164 tasks")
+    humaneval.add_argument("--model", default=None)
+    humaneval.add_argument(
+        "--backend", choices=["auto", "llamacpp", "transformers"], default="auto"
+    )
+    humaneval.add_argument("--limit", type=int)
+    humaneval.add_argument("--samples", type=int, default=1, help="n per task, for pass@k")
+    humaneval.add_argument("--temperature", type=float, default=0.8)
+    humaneval.add_argument("--max-new-tokens", type=int, default=384)
+    humaneval.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    humaneval.add_argument("--perturb", action="store_true", help="also each perturbation")
+    humaneval.add_argument("--out", type=Path, help="default: PHI_LSP_HOME/eval/<time>")
+    humaneval.set_defaults(run=run_eval_humaneval)
+    contamination = benches.add_parser("contamination", help="HumanEval near-duplicates in PATHs")
+    contamination.add_argument("paths", nargs="+", type=Path)
+    contamination.add_argument("--threshold", type=float, default=0.5)
+    contamination.set_defaults(run=run_eval_contamination)
+
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_file or phi_lsp_home() / "logs" / "phi-lsp.log", args.log_level)
-    from phi_lsp.features import completion, lifecycle
+    from phi_lsp.features import completion, generate, lifecycle
     from phi_lsp.server import PhiLanguageServer
 
     overrides = {k: v for k, v in {"model": args.model, "backend": args.backend}.items() if v}
     ls = PhiLanguageServer(overrides)
     lifecycle.register(ls)
     completion.register(ls)
+    generate.register(ls)
     log.info("phi-lsp %s starting (pid %d)", __version__, os.getpid())
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")
@@ -212,3 +242,97 @@ def run_doctor(args: argparse.Namespace) -> int:
     checks = run_checks(args.model)
     print(render(checks))
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _engine(model: str | None, backend: str) -> Engine:
+    from phi_lsp.engines.loader import load_engine
+    from phi_lsp.settings import Settings
+
+    settings = Settings(backend=backend, **({"model": model} if model else {}))
+    return load_engine(settings)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    import threading
+
+    from phi_lsp.bodygen import best_body
+    from phi_lsp.docfunc import find_stub
+    from phi_lsp.engines.base import ModelLoadError
+
+    path_text, _, line_text = args.target.rpartition(":")
+    path = Path(path_text)
+    if not path.is_file() or not line_text.isdigit():
+        return _fail(ValueError(f"expected FILE:LINE, got {args.target!r}"))
+    source = path.read_text()
+    stub = find_stub(source, int(line_text) - 1)
+    if stub is None:
+        return _fail(ValueError(f"{args.target}: no function whose body is only a docstring"))
+    try:
+        engine = _engine(args.model, args.backend)
+    except ModelLoadError as exc:
+        return _fail(exc)
+    result = best_body(engine, stub, n=args.candidates, stop=threading.Event())
+    engine.close()
+    if result.chosen is None:
+        return _fail(ValueError("no candidate parsed and fit the signature"))
+    print(f"# {stub.name}: {result.chosen.evidence}", file=sys.stderr)
+    lines = source.splitlines(keepends=True)
+    (sl, sc), (el, ec) = stub.start, stub.end
+    start = sum(len(x) for x in lines[:sl]) + sc
+    end = sum(len(x) for x in lines[:el]) + ec
+    new_source = source[:start] + "\n" + result.chosen.body + source[end:]
+    if args.write:
+        from phi_lsp.model_store import atomic_write_bytes
+
+        atomic_write_bytes(path, new_source.encode())
+        print(f"wrote {path}")
+    else:
+        print(stub.head + "\n" + result.chosen.body)
+    return 0
+
+
+def run_eval_humaneval(args: argparse.Namespace) -> int:
+    import time
+
+    from phi_lsp.engines.base import ModelLoadError
+    from phi_lsp.evaluation.humaneval import run_humaneval, run_robustness
+
+    out = args.out or phi_lsp_home() / "eval" / time.strftime("humaneval-%Y%m%d-%H%M%S")
+    try:
+        engine = _engine(args.model, args.backend)
+    except ModelLoadError as exc:
+        return _fail(exc)
+    try:
+        run_humaneval(
+            engine,
+            limit=args.limit,
+            samples=args.samples,
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+            workers=args.workers,
+            out_dir=out,
+        )
+        print((out / "summary.md").read_text())
+        if args.perturb:
+            for score in run_robustness(
+                engine,
+                out_dir=out / "perturbations",
+                limit=args.limit,
+                max_new_tokens=args.max_new_tokens,
+                workers=args.workers,
+            ):
+                print(f"{score.name:<20} pass@1 {score.pass_at_1:.3f}  drop {score.drop:+.3f}")
+    finally:
+        engine.close()
+    print(f"results in {out}")
+    return 0
+
+
+def run_eval_contamination(args: argparse.Namespace) -> int:
+    from phi_lsp.evaluation.contamination import find_near_duplicates
+
+    matches = find_near_duplicates(args.paths, threshold=args.threshold)
+    for m in matches:
+        print(f"{m.task_id:<16} {m.overlap:5.2f}  {m.path}")
+    print(f"{len(matches)} near-duplicate(s) of HumanEval tasks (threshold {args.threshold})")
+    return 0

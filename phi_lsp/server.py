@@ -70,8 +70,7 @@ class PhiLanguageServer(LanguageServer):
         self._load_task = asyncio.ensure_future(self.load_model())
 
     async def load_model(self) -> None:
-        token = f"phi-lsp/load/{time.monotonic_ns()}"
-        progress = await self._begin_progress(token, f"phi-lsp: loading {self.settings.model}")
+        token = await self.begin_progress(f"phi-lsp: loading {self.settings.model}")
         t0 = time.perf_counter()
         try:
             engine = await self.runner.load(self.settings)
@@ -89,20 +88,27 @@ class PhiLanguageServer(LanguageServer):
             )
             log.info(message)
         finally:
-            if progress:
-                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            self.end_progress(token, message)
 
-    async def _begin_progress(self, token: str, title: str) -> bool:
+    async def begin_progress(self, title: str, cancellable: bool = False) -> str | None:
+        """Start server-initiated work-done progress; its token, or None if the client has none."""
         window = self.client_capabilities.window
         if not (window and window.work_done_progress):
-            return False
+            return None
+        token = f"phi-lsp/{time.monotonic_ns()}"
         try:
             await self.work_done_progress.create_async(token)
         except Exception as exc:
             log.warning("work done progress refused: %s", exc)
-            return False
-        self.work_done_progress.begin(token, types.WorkDoneProgressBegin(title=title))
-        return True
+            return None
+        begin = types.WorkDoneProgressBegin(title=title, cancellable=cancellable)
+        self.work_done_progress.begin(token, begin)
+        return token
+
+    def end_progress(self, token: str | None, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+            self.work_done_progress.tokens.pop(token, None)
 
     # -- completion -------------------------------------------------------------------------
     async def suggestion_at(self, uri: str, position: types.Position) -> Suggestion | None:

@@ -57,6 +57,15 @@ class Settings(BaseModel):
     quantization: Literal["none", "nf4"] = Field(
         "none", description="transformers on CUDA: `nf4` loads 4-bit weights through bitsandbytes."
     )
+    generate_candidates: int = Field(
+        3, ge=1, le=20, description="Docstring → body: candidates generated (best of N)."
+    )
+    generate_max_tokens: int = Field(
+        256, ge=16, le=2048, description="Docstring → body: most tokens one body may have."
+    )
+    generate_temperature: float = Field(
+        0.8, ge=0.0, le=2.0, description="Docstring → body: temperature of the sampled candidates."
+    )
     completion_fallback: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Offer `textDocument/completion` items: `auto` only for clients without "

@@ -27,3 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("cuda"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def trained_model(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The tiny model after memorising a few functions (see trained_model.py)."""
+    from trained_model import train_tiny_model
+
+    return train_tiny_model(tiny_model, tmp_path_factory.mktemp("trained"))

@@ -82,3 +82,24 @@ def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
     assert cold.evaluated_tokens == cold.prompt_tokens
     assert warm.prompt_tokens > cold.prompt_tokens
     assert warm.evaluated_tokens <= warm.prompt_tokens - cold.prompt_tokens + 2
+
+
+def test_token_logprobs_are_recorded_and_agree_between_engines(tiny_model: TinyModel) -> None:
+    pytest.importorskip("llama_cpp")
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.engines.transformers_engine import TransformersEngine
+
+    request = GenerationRequest(prompt=PROMPT, max_new_tokens=8, logprobs=True)
+    results = []
+    for engine in (
+        LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2),
+        TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2),
+    ):
+        results.append(engine.generate(request, threading.Event()))
+        engine.close()
+    llama, hf = results
+    assert llama.text == hf.text and len(llama.token_logprobs) == llama.generated_tokens > 0
+    assert all(lp <= 0 for lp in llama.token_logprobs)
+    assert (
+        max(abs(a - b) for a, b in zip(llama.token_logprobs, hf.token_logprobs, strict=True)) < 1e-3
+    )

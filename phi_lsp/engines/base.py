@@ -23,6 +23,8 @@ class GenerationRequest:
     # Called with the text generated so far after each token; True ends generation early
     # (post-processing knows when a block is complete, the engine does not).
     is_done: Callable[[str], bool] | None = None
+    # Record each generated token's log-probability (used to rank candidate function bodies).
+    logprobs: bool = False
 
 
 @dataclass
@@ -34,6 +36,12 @@ class Generation:
     generated_tokens: int = 0
     stopped: str = "length"  # "eos" | "length" | "cancelled" | "done"
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # Log-probability of each generated token under the model (temperature 1), when asked for.
+    token_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def mean_logprob(self) -> float:
+        return sum(self.token_logprobs) / len(self.token_logprobs) if self.token_logprobs else 0.0
 
 
 class Engine(Protocol):

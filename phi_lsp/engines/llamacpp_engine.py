@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import llama_cpp
+import numpy as np
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
 from phi_lsp.model_check import check_gguf
@@ -81,6 +82,7 @@ class LlamaCppEngine:
             return Generation("", len(tokens), evaluated, 0, "cancelled", _ms(t0))
         t_prompt = time.perf_counter()
         out: list[int] = []
+        logprobs: list[float] = []
         stopped = "length"
         for token in self.llm.generate(
             tokens, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
@@ -89,6 +91,8 @@ class LlamaCppEngine:
                 stopped = "eos"
                 break
             out.append(token)
+            if request.logprobs:
+                logprobs.append(self._last_logprob(token))
             if stop.is_set():
                 stopped = "cancelled"
                 break
@@ -99,7 +103,17 @@ class LlamaCppEngine:
                 break
         timings = _ms(t0)
         timings["prompt"] = (t_prompt - t0) * 1000
-        return Generation(self.decode(out), len(tokens), evaluated, len(out), stopped, timings)
+        return Generation(
+            self.decode(out), len(tokens), evaluated, len(out), stopped, timings, logprobs
+        )
+
+    def _last_logprob(self, token: int) -> float:
+        """log p(token) from the logits it was just sampled from (the last evaluated position)."""
+        n_vocab = self.llm.n_vocab()
+        pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+        peak = logits.max()
+        return float(logits[token] - peak - np.log(np.exp(logits - peak).sum()))
 
     def _prefill(self, tokens: list[int], stop: threading.Event) -> bool:
         """Evaluate the uncached prompt in chunks, looking at `stop` between them."""

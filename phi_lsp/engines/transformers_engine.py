@@ -155,12 +155,19 @@ class TransformersEngine:
                 eos_token_id=self.eos_id,
                 pad_token_id=self.eos_id,
                 stopping_criteria=StoppingCriteriaList([criteria]),
+                return_dict_in_generate=True,
+                output_logits=request.logprobs,
                 **sampling,
             )
-        new = out[0, len(ids) :].tolist()
+        assert not isinstance(out, torch.Tensor)  # return_dict_in_generate=True
+        new = out.sequences[0, len(ids) :].tolist()
+        logprobs = []
+        if request.logprobs and out.logits:
+            for step, token in zip(out.logits, new, strict=False):
+                logprobs.append(float(torch.log_softmax(step[0].float(), dim=-1)[token]))
         hit_eos = bool(new) and new[-1] == self.eos_id
         if hit_eos:
-            new = new[:-1]
+            new, logprobs = new[:-1], logprobs[: len(new) - 1]
         return Generation(
             text=self.decode(new),
             prompt_tokens=len(ids),
@@ -168,6 +175,7 @@ class TransformersEngine:
             generated_tokens=len(new),
             stopped=criteria.reason or ("eos" if hit_eos else "length"),
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
+            token_logprobs=logprobs,
         )
 
     def close(self) -> None:

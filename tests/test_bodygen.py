@@ -1,0 +1,70 @@
+"""Best-of-N ranking on crafted candidates, with doctests run in the real sandbox."""
+
+from __future__ import annotations
+
+import threading
+
+from tinymodel import TinyModel
+
+from phi_lsp.bodygen import Candidate, best_body, choose, run_doctests_sandboxed
+from phi_lsp.docfunc import check_candidate, find_stub
+
+SOURCE = '''def double(x: int) -> int:
+    """Twice x.
+
+    >>> double(2)
+    4
+    >>> double(-1)
+    -2
+    """
+    pass
+'''
+
+
+def crafted() -> list[Candidate]:
+    stub = find_stub(SOURCE, 1)
+    assert stub is not None
+    bodies = {
+        "passes": "    return x * 2",
+        "fails": "    return x + 2",  # right for 2, wrong for -1
+        "broken": "    return x *",
+    }
+    out = []
+    for name, body in bodies.items():
+        candidate = Candidate(body, check_candidate(body, stub), mean_logprob=-0.1 * len(name))
+        if candidate.rejected is None:
+            passed, failed = run_doctests_sandboxed(stub, body)
+            candidate.doctests_passed, candidate.doctests_total = passed, passed + failed
+        out.append(candidate)
+    return out
+
+
+def test_the_candidate_that_passes_its_doctests_wins() -> None:
+    passes, fails, broken = crafted()
+    assert (passes.doctests_passed, passes.doctests_total) == (2, 2)
+    assert (fails.doctests_passed, fails.doctests_total) == (1, 2)
+    assert broken.rejected and "does not parse" in broken.rejected
+    # `fails` has the better log-prob, but doctests come first.
+    fails.mean_logprob = -0.01
+    assert choose([broken, fails, passes]) is passes
+    assert "doctests 2/2" in passes.evidence
+
+
+def test_log_prob_breaks_ties_and_nothing_usable_gives_none() -> None:
+    a = Candidate("    return 1", mean_logprob=-2.0)
+    b = Candidate("    return 2", mean_logprob=-0.5)
+    assert choose([a, b]) is b
+    assert choose([Candidate("x", rejected="does not parse")]) is None
+
+
+def test_best_body_with_the_tiny_model(tiny_model: TinyModel) -> None:
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+    stub = find_stub(SOURCE, 1)
+    assert stub is not None
+    engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
+    result = best_body(engine, stub, n=3, max_new_tokens=24, stop=threading.Event())
+    engine.close()
+    assert not result.cancelled and 1 <= len(result.candidates) <= 3
+    assert len({c.body for c in result.candidates}) == len(result.candidates)
+    assert result.chosen is None or result.chosen.rejected is None
