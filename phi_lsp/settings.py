@@ -16,7 +16,16 @@ SECTION = "phiLsp"
 
 # Settings whose change means the engine must be loaded again.
 ENGINE_KEYS = frozenset(
-    {"model", "backend", "device", "context_tokens", "n_threads", "gpu_layers", "quantization"}
+    {
+        "model",
+        "backend",
+        "device",
+        "context_tokens",
+        "n_threads",
+        "gpu_layers",
+        "quantization",
+        "cpu_buffers",
+    }
 )
 
 
@@ -53,6 +62,11 @@ class Settings(BaseModel):
     )
     gpu_layers: int = Field(
         -1, ge=-1, description="Layers llama.cpp offloads to Metal/CUDA; -1 all, 0 none."
+    )
+    cpu_buffers: Literal["auto", "default", "no-amx", "plain"] = Field(
+        "auto",
+        description="llama.cpp weight buffers on the CPU: `auto` avoids the AMX path, which "
+        "crashes on quantized models (llama.cpp #20824), on CPUs that have AMX.",
     )
     quantization: Literal["none", "nf4"] = Field(
         "none", description="transformers on CUDA: `nf4` loads 4-bit weights through bitsandbytes."

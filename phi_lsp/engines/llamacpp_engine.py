@@ -18,6 +18,7 @@ import llama_cpp
 import numpy as np
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+from phi_lsp.engines.llama_buffers import weight_buffers
 from phi_lsp.model_check import check_gguf
 
 log = logging.getLogger(__name__)
@@ -36,26 +37,33 @@ class LlamaCppEngine:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         gpu_layers: int = -1,
+        cpu_buffers: str = "auto",
     ) -> None:
         info = check_gguf(path)
         self.n_ctx = min(n_ctx, info.context_length or n_ctx)
         threads = n_threads or max(1, os.cpu_count() or 1)
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=self.n_ctx,
-                n_batch=512,
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
-                flash_attn=True,
-                verbose=False,
-            )
+            with weight_buffers(cpu_buffers, path) as self._buffers:
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    n_batch=512,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
+                    flash_attn=True,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.eos_id = int(self.llm.token_eos())
         log.info(
-            "llama.cpp: %s (%s, %d threads, ctx %d)", path, info.architecture, threads, self.n_ctx
+            "llama.cpp: %s (%s, %d threads, ctx %d, %s)",
+            path,
+            info.architecture,
+            threads,
+            self.n_ctx,
+            self._buffers.description,
         )
 
     def tokenize(self, text: str) -> list[int]:

@@ -46,7 +46,11 @@ def load_engine(settings: Settings) -> Engine:
         from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
         return LlamaCppEngine(
-            source.gguf, settings.context_tokens, settings.n_threads, settings.gpu_layers
+            source.gguf,
+            settings.context_tokens,
+            settings.n_threads,
+            settings.gpu_layers,
+            settings.cpu_buffers,
         )
     if source.hf_dir is None:
         raise ModelLoadError(
