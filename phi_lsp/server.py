@@ -18,6 +18,7 @@ from pygls.lsp.server import LanguageServer
 from phi_lsp import __version__
 from phi_lsp.engines.base import Engine, ModelLoadError
 from phi_lsp.pipeline import Suggestion, suggest
+from phi_lsp.protocol import PhiProtocol
 from phi_lsp.runner import EngineRunner, Superseded
 from phi_lsp.settings import SECTION, Settings, settings_from_client
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 
 class PhiLanguageServer(LanguageServer):
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
-        super().__init__("phi-lsp", __version__)
+        super().__init__("phi-lsp", __version__, protocol_cls=PhiProtocol)
         self.settings = Settings()
         # Command-line flags (--model, --backend) win over what the editor sends.
         self.overrides = overrides or {}
