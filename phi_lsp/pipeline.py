@@ -6,6 +6,7 @@ nothing about LSP: text and an offset in, the text to insert out.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ class Suggestion:
     prompt: str = ""
     generation: Generation | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    cached: bool = False  # served from the typed-ahead cache, no model call
 
 
 def prompt_budget(engine: Engine, settings: Settings) -> int:
@@ -44,15 +46,22 @@ def suggest(
         ctx.prefix, prompt_budget(engine, settings), lambda s: len(engine.tokenize(s))
     )
     t_prompt = time.perf_counter()
+    budget = settings.max_latency_ms
     request = GenerationRequest(
         prompt=prompt,
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
         is_done=lambda partial: is_complete(partial, ctx),
+        deadline=None
+        if budget is None
+        else time.monotonic() - (time.perf_counter() - t0) + budget / 1000,
     )
     generation = engine.generate(request, stop)
     t_gen = time.perf_counter()
-    out = "" if generation.stopped == "cancelled" else finish(generation.text, ctx, text)
+    raw = generation.text
+    if generation.stopped == "deadline":
+        raw = clean_cut(raw, ctx)
+    out = "" if generation.stopped == "cancelled" else finish(raw, ctx, text)
     t_end = time.perf_counter()
     timings = {
         "prompt": (t_prompt - t0) * 1000,
@@ -60,6 +69,16 @@ def suggest(
         "postprocess": (t_end - t_gen) * 1000,
     }
     return Suggestion(out, ctx.mode, prompt, generation, timings)
+
+
+def clean_cut(raw: str, ctx: CursorContext) -> str:
+    """A generation stopped by the latency budget, cut back to where it is not mid-way.
+
+    Block mode keeps whole lines; line mode drops a trailing word that may be unfinished.
+    """
+    if ctx.mode == "block":
+        return raw[: raw.rfind("\n") + 1] if "\n" in raw else ""
+    return re.sub(r"\w+$", "", raw)
 
 
 def finish(raw: str, ctx: CursorContext, text: str) -> str:

@@ -6,9 +6,7 @@ Handlers live in `phi_lsp.features`; they stay thin and call the methods here.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import threading
 import time
 from typing import Any
 
@@ -16,8 +14,9 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from phi_lsp import __version__
-from phi_lsp.engines.base import Engine, ModelLoadError
-from phi_lsp.pipeline import Suggestion, suggest
+from phi_lsp.completer import Completer
+from phi_lsp.engines.base import ModelLoadError
+from phi_lsp.pipeline import Suggestion
 from phi_lsp.protocol import PhiProtocol
 from phi_lsp.runner import EngineRunner, Superseded
 from phi_lsp.settings import SECTION, Settings, settings_from_client
@@ -32,7 +31,7 @@ class PhiLanguageServer(LanguageServer):
         # Command-line flags (--model, --backend) win over what the editor sends.
         self.overrides = overrides or {}
         self.runner = EngineRunner()
-        self._request_ids = itertools.count(1)
+        self.completer = Completer(self.runner, lambda: self.settings)
         self._load_task: asyncio.Task[None] | None = None
 
     # -- settings ---------------------------------------------------------------------------
@@ -73,6 +72,7 @@ class PhiLanguageServer(LanguageServer):
     async def load_model(self) -> None:
         token = await self.begin_progress(f"phi-lsp: loading {self.settings.model}")
         t0 = time.perf_counter()
+        self.completer.cache.clear()  # suggestions of the previous model are not this one's
         try:
             engine = await self.runner.load(self.settings)
         except Superseded:
@@ -123,30 +123,8 @@ class PhiLanguageServer(LanguageServer):
             )
             return None
         doc = self.workspace.get_text_document(uri)
-        text = doc.source
-        offset = min(doc.offset_at_position(position), len(text))
-        request_id = next(self._request_ids)
-        settings = self.settings
-        t0 = time.perf_counter()
-
-        def work(engine: Engine, stop: threading.Event) -> Suggestion:
-            # Logged here, on the worker, so a cancelled generation is logged when it stops.
-            result = suggest(engine, text, offset, settings, stop)
-            _log_request(request_id, uri, result, _ms(t0))
-            return result
-
-        try:
-            result = await self.runner.run(uri, work)
-        except Superseded:
-            log.info("req %d superseded after %.0f ms", request_id, _ms(t0))
-            return None
-        except asyncio.CancelledError:
-            log.info("req %d cancelled after %.0f ms", request_id, _ms(t0))
-            raise
-        except Exception:
-            log.exception("req %d failed", request_id)
-            return None
-        return result
+        offset = min(doc.offset_at_position(position), len(doc.source))
+        return await self.completer.suggest(uri, doc.source, offset)
 
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
@@ -160,29 +138,3 @@ def _load_failure_message(model: str, exc: BaseException) -> str:
     else:
         detail = f"{exc.__class__.__name__}: {exc}"
     return f"phi-lsp could not load model {model!r}: {detail} Fix phiLsp.model and it loads again."
-
-
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
-
-
-def _log_request(request_id: int, uri: str, result: Suggestion, total_ms: float) -> None:
-    gen = result.generation
-    timings = " ".join(f"{k}={v:.0f}ms" for k, v in result.timings_ms.items())
-    if gen is None:
-        log.info("req %d %s mode=%s skipped total=%.0fms", request_id, uri, result.mode, total_ms)
-        return
-    log.info(
-        "req %d %s mode=%s prompt_tokens=%d evaluated=%d generated=%d stopped=%s chars=%d "
-        "%s total=%.0fms",
-        request_id,
-        uri,
-        result.mode,
-        gen.prompt_tokens,
-        gen.evaluated_tokens,
-        gen.generated_tokens,
-        gen.stopped,
-        len(result.text),
-        timings,
-        total_ms,
-    )

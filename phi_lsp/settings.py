@@ -71,6 +71,20 @@ class Settings(BaseModel):
     quantization: Literal["none", "nf4"] = Field(
         "none", description="transformers on CUDA: `nf4` loads 4-bit weights through bitsandbytes."
     )
+    debounce_ms: int | None = Field(
+        None,
+        ge=0,
+        le=2000,
+        description="Wait before starting the model; unset: adaptive (only during fast "
+        "typing, at most 150 ms); 0: never.",
+    )
+    max_latency_ms: int | None = Field(
+        None,
+        ge=50,
+        le=60000,
+        description="Stop generating when this much time has passed and show what is "
+        "there, cut back to a clean boundary; unset: no limit.",
+    )
     generate_candidates: int = Field(
         3, ge=1, le=20, description="Docstring → body: candidates generated (best of N)."
     )

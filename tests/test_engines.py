@@ -103,3 +103,11 @@ def test_token_logprobs_are_recorded_and_agree_between_engines(tiny_model: TinyM
     assert (
         max(abs(a - b) for a, b in zip(llama.token_logprobs, hf.token_logprobs, strict=True)) < 1e-3
     )
+
+
+def test_deadline_stops_generation_and_says_so(engine: Engine) -> None:
+    import time
+
+    request = GenerationRequest(prompt=PROMPT, max_new_tokens=200, deadline=time.monotonic())
+    generation = engine.generate(request, threading.Event())
+    assert generation.stopped in ("deadline", "eos") and generation.generated_tokens <= 1

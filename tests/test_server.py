@@ -293,3 +293,33 @@ async def test_requests_while_loading_are_answered_empty_at_once(
         assert items == [] or loaded_before_answer
         await wait_for_loads(client)
         assert await inline_completion(client, uri, 16, 26) != []
+
+
+async def test_typing_into_a_suggestion_is_served_without_a_model_call(
+    tmp_path: Path, tiny_model: TinyModel, expected: dict[tuple[int, int], str], backend: str
+) -> None:
+    (line, character), want = next(
+        (k, v) for k, v in expected.items() if len(v) > 2 and "\n" not in v
+    )
+    async with lsp_session(tmp_path, settings_for(tiny_model, backend)) as client:
+        await wait_for_loads(client)
+        uri = (tmp_path / "stack.py").as_uri()
+        open_document(client, uri, SOURCE)
+        first = await inline_completion(client, uri, line, character)
+        assert first[0].insert_text == want
+        here = types.Position(line=line, character=character)
+        client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+                content_changes=[
+                    types.TextDocumentContentChangePartial(
+                        range=types.Range(start=here, end=here), text=want[:2]
+                    )
+                ],
+            )
+        )
+        rest = await inline_completion(client, uri, line, character + 2)
+    assert rest[0].insert_text == want[2:]
+    log_text = (tmp_path / "server.log").read_text()
+    assert log_text.count(" cache hit ") == 1
+    assert log_text.count(" mode=line prompt_tokens=") == 1  # one model call in all

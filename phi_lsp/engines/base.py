@@ -6,6 +6,7 @@ Engines know nothing about LSP, documents or post-processing: text in, text out.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,6 +26,11 @@ class GenerationRequest:
     is_done: Callable[[str], bool] | None = None
     # Record each generated token's log-probability (used to rank candidate function bodies).
     logprobs: bool = False
+    # time.monotonic() after which generation stops and returns what it has ("deadline").
+    deadline: float | None = None
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
 
 
 @dataclass
@@ -34,7 +40,7 @@ class Generation:
     # Prompt tokens actually evaluated (the rest came from the engine's prefix cache).
     evaluated_tokens: int = 0
     generated_tokens: int = 0
-    stopped: str = "length"  # "eos" | "length" | "cancelled" | "done"
+    stopped: str = "length"  # "eos" | "length" | "cancelled" | "done" | "deadline"
     timings_ms: dict[str, float] = field(default_factory=dict)
     # Log-probability of each generated token under the model (temperature 1), when asked for.
     token_logprobs: list[float] = field(default_factory=list)

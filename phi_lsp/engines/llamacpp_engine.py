@@ -109,6 +109,9 @@ class LlamaCppEngine:
             if request.is_done is not None and request.is_done(self.decode(out)):
                 stopped = "done"
                 break
+            if request.past_deadline():
+                stopped = "deadline"
+                break
         timings = _ms(t0)
         timings["prompt"] = (t_prompt - t0) * 1000
         return Generation(

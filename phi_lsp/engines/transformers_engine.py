@@ -82,6 +82,9 @@ class _StopOnEvent(StoppingCriteria):
             if self.request.is_done(text):
                 self.reason = "done"
                 return True
+        if self.request.past_deadline():
+            self.reason = "deadline"
+            return True
         return False
 
 

@@ -30,9 +30,13 @@ def register(ls: PhiLanguageServer) -> None:
         if ls.apply_settings(raw if raw is not None else params.settings):
             ls.schedule_load()
 
+    @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def did_change(ls: PhiLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.completer.edited(params.text_document.uri)
+
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PhiLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
-        ls.runner.forget(params.text_document.uri)
+        ls.completer.closed(params.text_document.uri)
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: PhiLanguageServer, params: None) -> None:
