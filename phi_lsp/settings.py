@@ -25,6 +25,7 @@ ENGINE_KEYS = frozenset(
         "gpu_layers",
         "quantization",
         "cpu_buffers",
+        "prompt_lookup_tokens",
     }
 )
 
@@ -84,6 +85,13 @@ class Settings(BaseModel):
         le=60000,
         description="Stop generating when this much time has passed and show what is "
         "there, cut back to a clean boundary; unset: no limit.",
+    )
+    prompt_lookup_tokens: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Speculative decoding from the document: draft this many tokens by "
+        "matching the text just generated earlier in the prompt (0: off).",
     )
     generate_candidates: int = Field(
         3, ge=1, le=20, description="Docstring → body: candidates generated (best of N)."

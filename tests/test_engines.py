@@ -111,3 +111,48 @@ def test_deadline_stops_generation_and_says_so(engine: Engine) -> None:
     request = GenerationRequest(prompt=PROMPT, max_new_tokens=200, deadline=time.monotonic())
     generation = engine.generate(request, threading.Event())
     assert generation.stopped in ("deadline", "eos") and generation.generated_tokens <= 1
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+def test_prompt_lookup_decoding_gives_the_same_greedy_text(
+    tiny_model: TinyModel, backend: str
+) -> None:
+    if backend == "llamacpp":
+        pytest.importorskip("llama_cpp")
+        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+        def make(n: int) -> Engine:
+            return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=n)
+    else:
+        from phi_lsp.engines.transformers_engine import TransformersEngine
+
+        def make(n: int) -> Engine:
+            return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=n)
+
+    request = GenerationRequest(prompt=PROMPT * 3, max_new_tokens=24)
+    texts = []
+    for n in (0, 8):
+        engine = make(n)
+        texts.append(engine.generate(request, threading.Event()).text)
+        engine.close()
+    assert texts[0] == texts[1] and texts[0]
+
+
+def test_transformers_reuses_the_kv_cache_of_the_common_prefix(tiny_model: TinyModel) -> None:
+    from phi_lsp.engines.transformers_engine import TransformersEngine
+
+    warm = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    cold = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    warm.generate(GenerationRequest(PROMPT * 4, max_new_tokens=8), threading.Event())
+    typed = GenerationRequest(PROMPT * 4 + "read", max_new_tokens=8)
+    again = warm.generate(typed, threading.Event())
+    fresh = cold.generate(typed, threading.Event())
+    assert again.text == fresh.text
+    assert fresh.evaluated_tokens == fresh.prompt_tokens
+    assert again.evaluated_tokens <= 3  # only the typed tokens (re-tokenised tail) are new
+    shorter = warm.generate(GenerationRequest(PROMPT * 2, max_new_tokens=8), threading.Event())
+    assert shorter.evaluated_tokens == 1  # a prefix of what is cached: one token re-run
+    assert (
+        shorter.text
+        == cold.generate(GenerationRequest(PROMPT * 2, max_new_tokens=8), threading.Event()).text
+    )

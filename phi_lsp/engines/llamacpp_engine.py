@@ -16,6 +16,7 @@ from pathlib import Path
 
 import llama_cpp
 import numpy as np
+from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
 from phi_lsp.engines.llama_buffers import weight_buffers
@@ -38,6 +39,7 @@ class LlamaCppEngine:
         n_threads: int | None = None,
         gpu_layers: int = -1,
         cpu_buffers: str = "auto",
+        prompt_lookup_tokens: int = 0,
     ) -> None:
         info = check_gguf(path)
         self.n_ctx = min(n_ctx, info.context_length or n_ctx)
@@ -53,6 +55,11 @@ class LlamaCppEngine:
                     n_gpu_layers=gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
                     flash_attn=True,
                     verbose=False,
+                    # Draft tokens copied from the prompt, verified in one pass (costs
+                    # logits for every position: opt-in).
+                    draft_model=LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup_tokens)
+                    if prompt_lookup_tokens
+                    else None,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc

@@ -51,6 +51,7 @@ def load_engine(settings: Settings) -> Engine:
             settings.n_threads,
             settings.gpu_layers,
             settings.cpu_buffers,
+            settings.prompt_lookup_tokens,
         )
     if source.hf_dir is None:
         raise ModelLoadError(
@@ -65,4 +66,5 @@ def load_engine(settings: Settings) -> Engine:
         settings.context_tokens,
         settings.n_threads,
         settings.quantization,
+        settings.prompt_lookup_tokens,
     )

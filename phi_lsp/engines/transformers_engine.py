@@ -18,6 +18,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    DynamicCache,
     StoppingCriteria,
     StoppingCriteriaList,
 )
@@ -98,6 +99,7 @@ class TransformersEngine:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         quantization: str = "none",
+        prompt_lookup_tokens: int = 0,
     ) -> None:
         config = check_hf_folder(path)
         self.device = pick_device(device)
@@ -126,6 +128,11 @@ class TransformersEngine:
         self.model.eval()
         self.n_ctx = min(n_ctx, int(config.get("max_position_embeddings") or n_ctx))
         self.eos_id = _eos_id(config, self.tokenizer)
+        self.prompt_lookup_tokens = prompt_lookup_tokens
+        # The KV cache of the last generation and the token ids it holds, reused for the
+        # longest common prefix of the next prompt (typing at the end of a file).
+        self._cache: DynamicCache | None = None
+        self._cache_ids: list[int] = []
         log.info(
             "transformers: %s on %s, %s, %s",
             path,
@@ -150,6 +157,12 @@ class TransformersEngine:
         sampling: dict[str, Any] = {"do_sample": False}
         if request.temperature > 0:
             sampling = {"do_sample": True, "temperature": request.temperature, "top_p": 0.95}
+        if self.prompt_lookup_tokens and request.temperature == 0 and not request.logprobs:
+            # Draft tokens copied from the prompt (code repeats itself), verified in one pass.
+            sampling["prompt_lookup_num_tokens"] = self.prompt_lookup_tokens
+            reused, cache = 0, None
+        else:
+            reused, cache = self._reusable_cache(ids)
         with torch.inference_mode():
             out = self.model.generate(  # type: ignore[misc]
                 input_ids,
@@ -160,9 +173,11 @@ class TransformersEngine:
                 stopping_criteria=StoppingCriteriaList([criteria]),
                 return_dict_in_generate=True,
                 output_logits=request.logprobs,
+                past_key_values=cache,
                 **sampling,
             )
         assert not isinstance(out, torch.Tensor)  # return_dict_in_generate=True
+        self._keep_cache(out.past_key_values if cache is not None else None, out.sequences[0])
         new = out.sequences[0, len(ids) :].tolist()
         logprobs = []
         if request.logprobs and out.logits:
@@ -174,14 +189,40 @@ class TransformersEngine:
         return Generation(
             text=self.decode(new),
             prompt_tokens=len(ids),
-            evaluated_tokens=len(ids),
+            evaluated_tokens=len(ids) - reused,
             generated_tokens=len(new),
             stopped=criteria.reason or ("eos" if hit_eos else "length"),
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
             token_logprobs=logprobs,
         )
 
+    def _reusable_cache(self, ids: list[int]) -> tuple[int, DynamicCache]:
+        """The kept KV cache cut to the longest prefix it shares with `ids`, and that length.
+
+        At least one prompt token is always left to evaluate: generate() needs fresh logits.
+        """
+        if self._cache is None:
+            return 0, DynamicCache(config=self.model.config)
+        common = 0
+        for a, b in zip(self._cache_ids, ids, strict=False):
+            if a != b:
+                break
+            common += 1
+        reuse = min(common, len(ids) - 1)
+        if reuse <= 0:
+            return 0, DynamicCache(config=self.model.config)
+        extra = self._cache.get_seq_length() - reuse
+        if extra > 0:
+            self._cache.crop(-extra)  # a negative count removes tokens (transformers 4 and 5)
+        return reuse, self._cache
+
+    def _keep_cache(self, cache: Any, sequence: torch.Tensor) -> None:
+        """Keep the cache after a generation, with the token ids it holds."""
+        self._cache = cache
+        self._cache_ids = sequence[: cache.get_seq_length()].tolist() if cache is not None else []
+
     def close(self) -> None:
+        self._cache = None
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
