@@ -28,9 +28,17 @@ MAX_DEBOUNCE_S = 0.15
 
 
 class Completer:
-    def __init__(self, runner: EngineRunner, settings: Callable[[], Settings]) -> None:
+    def __init__(
+        self,
+        runner: EngineRunner,
+        settings: Callable[[], Settings],
+        report: Callable[[str], None] = lambda message: None,
+    ) -> None:
         self.runner = runner
         self.settings = settings
+        # Tells the editor when the engine keeps failing, once per failure streak.
+        self.report = report
+        self.failures = 0
         self.cache = SuggestionCache()
         self._rhythms: dict[str, TypingRhythm] = {}
         self._latest: dict[str, int] = {}
@@ -83,11 +91,21 @@ class Completer:
         except asyncio.CancelledError:
             log.info("req %d cancelled after %.0f ms", request_id, _ms(t0))
             raise
-        except Exception:
-            log.exception("req %d failed", request_id)
+        except Exception as exc:
+            self._failed(request_id, exc)
             return None
+        if self.failures:
+            log.info("the engine answers again after %d failure(s)", self.failures)
+            self.failures = 0
         self.cache.put(uri, prefix, line_suffix, result.text)
         return result
+
+    def _failed(self, request_id: int, exc: Exception) -> None:
+        """One log line per failure; one editor message when failures repeat."""
+        self.failures += 1
+        log.warning("req %d failed: %s: %s", request_id, exc.__class__.__name__, exc)
+        if self.failures == 2:
+            self.report(f"phi-lsp: completions are failing: {exc}")
 
     async def _debounce(self, uri: str, request_id: int) -> bool:
         """Wait as the settings say; False when a newer request for `uri` arrived meanwhile."""

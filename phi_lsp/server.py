@@ -31,7 +31,9 @@ class PhiLanguageServer(LanguageServer):
         # Command-line flags (--model, --backend) win over what the editor sends.
         self.overrides = overrides or {}
         self.runner = EngineRunner()
-        self.completer = Completer(self.runner, lambda: self.settings)
+        self.completer = Completer(
+            self.runner, lambda: self.settings, lambda m: self.show(m, types.MessageType.Warning)
+        )
         self._load_task: asyncio.Task[None] | None = None
 
     # -- settings ---------------------------------------------------------------------------

@@ -26,6 +26,9 @@ ENGINE_KEYS = frozenset(
         "quantization",
         "cpu_buffers",
         "prompt_lookup_tokens",
+        "remote_url",
+        "remote_model",
+        "remote_api_key_env",
     }
 )
 
@@ -42,8 +45,21 @@ class Settings(BaseModel):
         min_length=1,
         description="A model name (e.g. `phi-1`), or a path to a GGUF file or an HF model folder.",
     )
-    backend: Literal["auto", "llamacpp", "transformers"] = Field(
-        "auto", description="`auto` picks transformers on CUDA, llama.cpp otherwise."
+    backend: Literal["auto", "llamacpp", "transformers", "remote"] = Field(
+        "auto",
+        description="`auto`: a running `phi-lsp engine` for this model, else transformers on "
+        "CUDA, else llama.cpp; `remote`: an OpenAI-compatible server at remoteUrl.",
+    )
+    remote_url: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible server (backend `remote`)."
+    )
+    remote_model: str | None = Field(
+        None, description="Model name to ask the remote server for; unset: its first model."
+    )
+    remote_api_key_env: str = Field(
+        "PHI_LSP_API_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the remote server's API key (never logged).",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="Where the transformers engine runs."

@@ -38,9 +38,10 @@ async def lsp_session(
     *,
     inline: bool = True,
     init_options: dict[str, Any] | None = None,
+    home: Path | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A server initialized with `settings` served through workspace/configuration."""
-    env = {**os.environ, "PHI_LSP_HOME": str(tmp_path / "home")}
+    env = {**os.environ, "PHI_LSP_HOME": str(home or tmp_path / "home")}
     command = [sys.executable, "-m", "phi_lsp", "serve", "--log-file", str(tmp_path / "server.log")]
     client = await ClientServerConfig(server_command=command, server_env=env).start()
     assert isinstance(client, LanguageClient)

@@ -31,6 +31,22 @@ def choose_backend(settings: Settings, source: ModelSource) -> str:
 
 def load_engine(settings: Settings) -> Engine:
     """Resolve `settings.model`, pick the engine and load it (slow: call it off the event loop)."""
+    remote_url = settings.remote_url
+    if settings.backend == "auto" and remote_url is None:
+        from phi_lsp.engine_launcher import running_engine
+
+        running = running_engine(settings.model)
+        remote_url = running.url if running else None
+    if settings.backend == "remote" or (settings.backend == "auto" and remote_url):
+        if not remote_url:
+            raise ModelLoadError(
+                "backend `remote` needs phiLsp.remoteUrl (e.g. http://127.0.0.1:8000)."
+            )
+        from phi_lsp.engines.remote_engine import RemoteEngine
+
+        return RemoteEngine(
+            remote_url, settings.remote_model, settings.remote_api_key_env, settings.context_tokens
+        )
     source = resolve_model(settings.model)
     backend = choose_backend(settings, source)
     if backend == "llamacpp":

@@ -1,0 +1,182 @@
+"""The remote engine: any OpenAI-compatible `/v1/completions` server (llama.cpp's, vLLM).
+
+The rest of the pipeline is unchanged: prompt, post-processing, caches and best-of-N run here;
+only token generation happens upstream. Generation streams, so a superseded request closes the
+stream (the upstream stops generating) and post-processing can end it early.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+RETRIES = 2
+BACKOFF_S = (0.2, 0.6)
+# A rough BPE-like split, used to budget prompts when the upstream cannot tokenize for us.
+APPROX_TOKEN = re.compile(r"\w+|[^\w\s]| +|\n|\t+")
+
+
+class RemoteError(Exception):
+    """The upstream failed; the message says how."""
+
+
+class RemoteEngine:
+    name = "remote"
+
+    def __init__(
+        self,
+        url: str,
+        model: str | None = None,
+        api_key_env: str = "PHI_LSP_API_KEY",
+        n_ctx: int = 2048,
+        timeout_s: float = 30.0,
+    ) -> None:
+        if not re.match(r"^https?://", url):
+            raise ModelLoadError(f"phiLsp.remoteUrl must start with http:// or https://: {url!r}")
+        self.url = url.rstrip("/")
+        self.model = model
+        self.n_ctx = n_ctx
+        headers = {}
+        key = os.environ.get(api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        # TLS certificates are verified (httpx's default); the key is never logged.
+        self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=3.0))
+        self._tokenize_path: str | None = None
+        self.reachable, self.detail = self._probe()
+        log.info("remote engine %s (model %s): %s", self.url, self.model, self.detail)
+
+    def _probe(self) -> tuple[bool, str]:
+        """Is the upstream there, which model does it serve, can it tokenize?"""
+        try:
+            response = self.client.get(f"{self.url}/v1/models", timeout=3.0)
+            response.raise_for_status()
+            models = [m.get("id") for m in response.json().get("data", [])]
+        except (httpx.HTTPError, ValueError) as exc:
+            return False, f"upstream not reachable yet ({exc.__class__.__name__}: {exc})"
+        if self.model is None and models:
+            self.model = models[0]
+        for path in ("/extras/tokenize", "/tokenize"):  # llama_cpp.server, vLLM
+            try:
+                probe = self.client.post(f"{self.url}{path}", json=self._tokenize_body("x"))
+                if probe.status_code == 200 and self._tokens_of(probe.json()) is not None:
+                    self._tokenize_path = path
+                    break
+            except (httpx.HTTPError, ValueError):
+                continue
+        return True, f"serving {models}"
+
+    def _tokenize_body(self, text: str) -> dict[str, Any]:
+        return {"input": text, "prompt": text, "model": self.model, "add_special": False}
+
+    @staticmethod
+    def _tokens_of(payload: Any) -> list[int] | None:
+        tokens = payload.get("tokens") if isinstance(payload, dict) else None
+        return tokens if isinstance(tokens, list) else None
+
+    def tokenize(self, text: str) -> list[int]:
+        if self._tokenize_path is not None:
+            try:
+                response = self.client.post(
+                    f"{self.url}{self._tokenize_path}", json=self._tokenize_body(text)
+                )
+                tokens = self._tokens_of(response.json())
+                if response.status_code == 200 and tokens is not None:
+                    return tokens
+            except (httpx.HTTPError, ValueError):
+                pass
+        return [0] * len(APPROX_TOKEN.findall(text))
+
+    def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
+        t0 = time.perf_counter()
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            # llama.cpp's server defaults to a repetition penalty of 1.1, which is not the
+            # model's distribution (vLLM ignores the field with a warning).
+            "repeat_penalty": 1.0,
+        }
+        if self.model:
+            body["model"] = self.model
+        if request.logprobs:
+            body["logprobs"] = 1
+        text, logprobs, count, stopped = "", [], 0, "length"
+        for attempt in range(RETRIES + 1):
+            try:
+                with self.client.stream("POST", f"{self.url}/v1/completions", json=body) as stream:
+                    if stream.status_code >= 400:
+                        stream.read()
+                        raise RemoteError(f"HTTP {stream.status_code}: {stream.text[:200]}")
+                    for choice in _choices(stream.iter_lines()):
+                        text += choice.get("text") or ""
+                        count += 1
+                        logprobs += _logprobs(choice)
+                        reason = choice.get("finish_reason")
+                        if reason is not None:
+                            stopped = "eos" if reason == "stop" else "length"
+                            break
+                        if stop.is_set():
+                            stopped = "cancelled"  # leaving the block closes the stream
+                            break
+                        if request.is_done is not None and request.is_done(text):
+                            stopped = "done"
+                            break
+                        if request.past_deadline():
+                            stopped = "deadline"
+                            break
+                break
+            except (httpx.TransportError, RemoteError) as exc:
+                retry = count == 0 and attempt < RETRIES and not stop.is_set()
+                retry = retry and not request.past_deadline()
+                if not retry:
+                    raise RemoteError(f"{self.url}: {exc}") from exc
+                time.sleep(BACKOFF_S[attempt])
+        total = (time.perf_counter() - t0) * 1000
+        return Generation(
+            text=text,
+            prompt_tokens=0,
+            evaluated_tokens=0,
+            generated_tokens=count,
+            stopped=stopped,
+            timings_ms={"total": total},
+            token_logprobs=logprobs,
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _choices(lines: Any) -> Any:
+    """The `choices[0]` of each server-sent event, until `[DONE]`."""
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            event = json.loads(data)
+        except ValueError:
+            continue
+        choices = event.get("choices") or []
+        if choices:
+            yield choices[0]
+
+
+def _logprobs(choice: dict[str, Any]) -> list[float]:
+    logprobs = choice.get("logprobs") or {}
+    values = logprobs.get("token_logprobs") if isinstance(logprobs, dict) else None
+    return [float(v) for v in values or [] if v is not None]

@@ -1,0 +1,224 @@
+"""The remote engine against a real llama_cpp.server on loopback, and the shared engine."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+from lsprotocol import types
+from tinymodel import TinyModel
+
+from phi_lsp.context import cursor_context
+from phi_lsp.engines.base import GenerationRequest
+from phi_lsp.postprocess import postprocess
+
+pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+
+SOURCE = (
+    "import os\n\n\ndef list_files(root):\n    return [name for name in os.listdir(root) if name"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_upstream(gguf: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "phi_lsp.engine_server",
+        "auto",
+        str(gguf),
+        "--",
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--n_threads",
+        "2",
+    ]
+    process = subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    for _ in range(600):  # a hang guard, not a speed check
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).raise_for_status()
+            return process
+        except httpx.HTTPError:
+            assert process.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.1)
+    process.kill()
+    raise TimeoutError("upstream did not start")
+
+
+@pytest.fixture
+def upstream(tiny_model: TinyModel, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    process = start_upstream(tiny_model.gguf_f32, port, tmp_path / "upstream.log")
+    yield f"http://127.0.0.1:{port}"
+    process.kill()
+    process.wait()
+
+
+def local_expected(tiny_model: TinyModel, text: str, max_new_tokens: int) -> str:
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine(tiny_model.gguf_f32, n_threads=2)
+    raw = engine.generate(GenerationRequest(text, max_new_tokens), threading.Event()).text
+    engine.close()
+    return postprocess(raw, cursor_context(text, len(text)))
+
+
+STUB = 'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n    """\n'
+
+
+async def test_remote_completion_equals_the_local_engines(
+    tmp_path: Path, trained_model: TinyModel
+) -> None:
+    # The trained model writes valid text: random weights emit broken UTF-8, which servers
+    # drop or replace differently.
+    port = free_port()
+    process = start_upstream(trained_model.gguf_f32, port, tmp_path / "upstream.log")
+    want = local_expected(trained_model, STUB, 16)
+    assert want == "    return a + b"
+    settings = {"backend": "remote", "remoteUrl": f"http://127.0.0.1:{port}", "maxNewTokens": 16}
+    try:
+        async with lsp_session(tmp_path, settings) as client:
+            ends = await wait_for_loads(client)
+            assert "ready (remote" in ends[0]
+            uri = (tmp_path / "a.py").as_uri()
+            open_document(client, uri, STUB)
+            items = await inline_completion(client, uri, len(STUB.splitlines()), 0)
+    finally:
+        process.kill()
+    assert items[0].insert_text == want
+
+
+def test_stop_and_deadline_end_the_stream(tiny_model: TinyModel, upstream: str) -> None:
+    from phi_lsp.engines.remote_engine import RemoteEngine
+
+    engine = RemoteEngine(upstream)
+    assert engine.reachable and len(engine.tokenize("def f(x):")) > 0
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def cancel_after_two(text: str) -> bool:
+        seen.append(text)
+        if len(seen) == 2:
+            stop.set()
+        return False
+
+    cancelled = engine.generate(
+        GenerationRequest(SOURCE, max_new_tokens=500, is_done=cancel_after_two), stop
+    )
+    assert cancelled.stopped == "cancelled" and cancelled.generated_tokens <= 3
+    late = engine.generate(
+        GenerationRequest(SOURCE, max_new_tokens=500, deadline=time.monotonic()),
+        threading.Event(),
+    )
+    assert late.stopped == "deadline" and late.generated_tokens <= 1
+    # the upstream is still fine after a closed stream
+    again = engine.generate(GenerationRequest(SOURCE, max_new_tokens=4), threading.Event())
+    assert again.generated_tokens > 0
+    engine.close()
+
+
+async def test_dead_upstream_gives_one_message_and_recovers(
+    tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = start_upstream(tiny_model.gguf_f32, port, tmp_path / "upstream.log")
+    settings = {"backend": "remote", "remoteUrl": url, "maxNewTokens": 8}
+    try:
+        async with lsp_session(tmp_path, settings) as client:
+            await wait_for_loads(client)
+            uri = (tmp_path / "a.py").as_uri()
+            open_document(client, uri, SOURCE)
+            lines = SOURCE.splitlines()
+            where = (len(lines) - 1, len(lines[-1]))
+            assert await inline_completion(client, uri, *where) != []
+            process.kill()
+            process.wait()
+            for n in range(3):  # different prefixes, so the typed-ahead cache cannot answer
+                assert await inline_completion(client, uri, where[0], where[1] - n - 1) == []
+            warnings = [m for m in client.messages if m.type == types.MessageType.Warning]
+            assert len(warnings) == 1 and "failing" in warnings[0].message
+            process = start_upstream(tiny_model.gguf_f32, port, tmp_path / "upstream.log")
+            assert await inline_completion(client, uri, where[0], where[1] - 5) != []
+    finally:
+        process.kill()
+
+
+async def test_two_language_servers_share_one_engine(tmp_path: Path, tiny_model: TinyModel) -> None:
+    env = {**os.environ, "PHI_LSP_HOME": str(tmp_path / "home")}
+    model = str(tiny_model.gguf_f32)
+    started = subprocess.run(
+        [sys.executable, "-m", "phi_lsp", "engine", "start", "--model", model, "--threads", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "phi_lsp",
+                "engine",
+                "start",
+                "--model",
+                model,
+                "--host",
+                "0.0.0.0",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode == 1 and "--allow-remote" in refused.stderr
+        sessions = [
+            lsp_session(
+                tmp_path / f"ls{i}", {"model": model, "maxNewTokens": 8}, home=tmp_path / "home"
+            )
+            for i in (1, 2)
+        ]
+        for i in (1, 2):
+            (tmp_path / f"ls{i}").mkdir()
+        async with sessions[0] as first, sessions[1] as second:
+            for client in (first, second):
+                ends = await wait_for_loads(client)
+                assert "ready (remote" in ends[0]
+            uri = (tmp_path / "a.py").as_uri()
+            results = []
+            for client in (first, second):
+                open_document(client, uri, SOURCE)
+                lines = SOURCE.splitlines()
+                results.append(await inline_completion(client, uri, len(lines) - 1, len(lines[-1])))
+            assert results[0] == results[1] != []
+    finally:
+        stopped = subprocess.run(
+            [sys.executable, "-m", "phi_lsp", "engine", "stop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "stopped pid" in stopped.stdout
