@@ -3,7 +3,8 @@
 pygls parses a message with its params typed; when that fails (a string where a position's
 `character` should be), it logs the error and drops the request, so the client waits forever.
 Here such a request is answered with `-32602 Invalid params` (or `-32603` when the message could
-not be read at all), and the message is then skipped.
+not be read at all), and the message is then skipped. Requests after `shutdown`, which pygls
+also drops, get `-32600`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pygls.exceptions import JsonRpcException, JsonRpcInternalError, JsonRpcInvalidParams
+from lsprotocol.types import EXIT
+from pygls.exceptions import (
+    JsonRpcException,
+    JsonRpcInternalError,
+    JsonRpcInvalidParams,
+    JsonRpcInvalidRequest,
+)
 from pygls.protocol import LanguageServerProtocol
 
 log = logging.getLogger(__name__)
@@ -39,5 +46,12 @@ class PhiProtocol(LanguageServerProtocol):
 
     def handle_message(self, message: Any) -> None:
         if isinstance(message, _Answered):
+            return
+        method = getattr(message, "method", None)
+        msg_id = getattr(message, "id", None)
+        if self._shutdown and method not in (None, EXIT) and msg_id is not None:
+            # pygls drops requests after `shutdown`; JSON-RPC wants an answer.
+            error = JsonRpcInvalidRequest(message=f"{method}: the server is shutting down")
+            self._send_response(msg_id, error=error.to_response_error())
             return
         super().handle_message(message)

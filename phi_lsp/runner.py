@@ -67,8 +67,13 @@ class EngineRunner:
         self.engine, self.loading = engine, False
         return engine
 
-    async def run(self, key: str, work: Callable[[Engine, threading.Event], T]) -> T:
+    async def run(
+        self, key: str, work: Callable[[Engine, threading.Event], T], timeout_s: float = 60.0
+    ) -> T:
         """Run `work(engine, stop)` on the worker; a newer run for `key` stops this one.
+
+        A watchdog sets the stop flag after `timeout_s`, so a stuck generation cannot hold the
+        engine (and every later request) forever.
 
         Raises Superseded when a newer request for `key` arrived before this one finished, and
         CancelledError (after setting the stop flag) when the client cancels.
@@ -82,6 +87,7 @@ class EngineRunner:
             previous.set()
         self._in_flight[key] = stop
         loop = asyncio.get_running_loop()
+        watchdog = loop.call_later(timeout_s, _expire, key, stop)
         try:
             if stop.is_set():
                 raise Superseded(key)
@@ -90,9 +96,10 @@ class EngineRunner:
             stop.set()
             raise
         finally:
+            watchdog.cancel()
             if self._in_flight.get(key) is stop:
                 del self._in_flight[key]
-        if stop.is_set():
+        if stop.is_set() and not getattr(stop, "expired", False):
             raise Superseded(key)
         return result
 
@@ -106,6 +113,12 @@ class EngineRunner:
         for stop in self._in_flight.values():
             stop.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _expire(key: str, stop: threading.Event) -> None:
+    log.warning("watchdog: the request for %s ran too long; stopping it", key)
+    stop.expired = True  # type: ignore[attr-defined]
+    stop.set()
 
 
 def _guarded(

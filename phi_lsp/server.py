@@ -9,12 +9,15 @@ import asyncio
 import logging
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument
 
 from phi_lsp import __version__
 from phi_lsp.completer import Completer
+from phi_lsp.documents import use_lsp_line_breaks
 from phi_lsp.engines.base import ModelLoadError
 from phi_lsp.pipeline import Suggestion
 from phi_lsp.protocol import PhiProtocol
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 class PhiLanguageServer(LanguageServer):
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
         super().__init__("phi-lsp", __version__, protocol_cls=PhiProtocol)
+        use_lsp_line_breaks()
         self.settings = Settings()
         # Command-line flags (--model, --backend) win over what the editor sends.
         self.overrides = overrides or {}
@@ -124,9 +128,19 @@ class PhiLanguageServer(LanguageServer):
                 "loading" if self.runner.loading else "not loaded",
             )
             return None
-        doc = self.workspace.get_text_document(uri)
+        doc = self.open_document(uri)
+        if doc is None:
+            return None
         offset = min(doc.offset_at_position(position), len(doc.source))
         return await self.completer.suggest(uri, doc.source, offset)
+
+    def open_document(self, uri: str) -> TextDocument | None:
+        """The editor's copy of `uri`, or None for a document it never opened.
+
+        pygls would read an unopened file from disk (or fail on a non-file URI); completions
+        are only ever about the text the editor has.
+        """
+        return self.workspace.text_documents.get(unquote(uri))
 
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))

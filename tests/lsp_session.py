@@ -39,6 +39,7 @@ async def lsp_session(
     inline: bool = True,
     init_options: dict[str, Any] | None = None,
     home: Path | None = None,
+    caps: types.ClientCapabilities | None = None,
 ) -> AsyncIterator[LanguageClient]:
     """A server initialized with `settings` served through workspace/configuration."""
     env = {**os.environ, "PHI_LSP_HOME": str(home or tmp_path / "home")}
@@ -48,7 +49,7 @@ async def lsp_session(
     client.set_configuration(settings, section="phiLsp")
     client.init_result = await client.initialize_session(  # type: ignore[attr-defined]
         types.InitializeParams(
-            capabilities=capabilities(inline),
+            capabilities=caps or capabilities(inline),
             root_uri=tmp_path.as_uri(),
             initialization_options=init_options,
         )

@@ -43,7 +43,9 @@ def register_fallback(ls: PhiLanguageServer) -> None:
         suggestion = await ls.suggestion_at(params.text_document.uri, params.position)
         if suggestion is None or not suggestion.text:
             return types.CompletionList(is_incomplete=True, items=[])
-        doc = ls.workspace.get_text_document(params.text_document.uri)
+        doc = ls.open_document(params.text_document.uri)
+        if doc is None:
+            return types.CompletionList(is_incomplete=True, items=[])
         item = completion_item(doc, params.position, suggestion.text, _markdown(ls))
         return types.CompletionList(is_incomplete=True, items=[item])
 

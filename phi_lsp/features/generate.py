@@ -26,8 +26,8 @@ def register(ls: PhiLanguageServer) -> None:
     def code_action(
         ls: PhiLanguageServer, params: types.CodeActionParams
     ) -> list[types.CodeAction]:
-        doc = ls.workspace.get_text_document(params.text_document.uri)
-        if find_stub(doc.source, params.range.start.line) is None:
+        doc = ls.open_document(params.text_document.uri)
+        if doc is None or find_stub(doc.source, params.range.start.line) is None:
             return []
         arguments = [params.text_document.uri, params.range.start]
         return [
@@ -67,9 +67,9 @@ async def generate_edit(
     ls: PhiLanguageServer, uri: str, position: types.Position
 ) -> types.WorkspaceEdit | None:
     """Generate the stub's body and return the edit that replaces only the body."""
-    doc = ls.workspace.get_text_document(uri)
-    stub = find_stub(doc.source, position.line)
-    if stub is None:
+    doc = ls.open_document(uri)
+    stub = find_stub(doc.source, position.line) if doc is not None else None
+    if doc is None or stub is None:
         ls.show("phi-lsp: no function whose body is only a docstring here.")
         return None
     if not ls.runner.ready:
@@ -92,7 +92,7 @@ async def generate_edit(
     message = "cancelled"
     try:
         # One key per function: a second request for the same function cancels the first.
-        result = await ls.runner.run(f"{uri}#def:{stub.start[0]}", work)
+        result = await ls.runner.run(f"{uri}#def:{stub.start[0]}", work, timeout_s=600)
         if result.chosen is None:
             message = "no candidate parsed and fit the signature"
             return None

@@ -7,6 +7,9 @@ from lsprotocol import types
 from phi_lsp.features import completion
 from phi_lsp.server import PhiLanguageServer
 
+RELOAD_COMMAND = "phiLsp.reloadModel"
+DOCUMENT_TEXT = "phiLsp/documentText"
+
 
 def register(ls: PhiLanguageServer) -> None:
     @ls.feature(types.INITIALIZE)
@@ -37,6 +40,24 @@ def register(ls: PhiLanguageServer) -> None:
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PhiLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.completer.closed(params.text_document.uri)
+
+    @ls.command(RELOAD_COMMAND)
+    def reload_model(ls: PhiLanguageServer, *args: object) -> None:
+        """Load the model again (a file fixed on disk, an engine that failed mid-session)."""
+        ls.schedule_load()
+
+    @ls.feature(DOCUMENT_TEXT)
+    def document_text(ls: PhiLanguageServer, params: object) -> dict[str, object]:
+        """The server's copy of a document: lets tests and bug reports check it never drifts."""
+        uri = getattr(params, "uri", None) or (
+            params.get("uri") if isinstance(params, dict) else None
+        )
+        doc = ls.open_document(uri) if isinstance(uri, str) else None
+        return {
+            "uri": uri,
+            "text": doc.source if doc else None,
+            "version": doc.version if doc else None,
+        }
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: PhiLanguageServer, params: None) -> None:
