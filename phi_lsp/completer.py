@@ -63,7 +63,9 @@ class Completer:
         prefix = text[:offset]
         line_end = text.find("\n", offset)
         line_suffix = text[offset : None if line_end < 0 else line_end].rstrip("\r")
-        cached = self.cache.get(uri, prefix, line_suffix)
+        cached = (
+            self.cache.get(uri, prefix, line_suffix) if self.settings().typed_ahead_cache else None
+        )
         if cached is not None:
             self.cache_hits += 1
             log.info(

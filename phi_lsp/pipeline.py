@@ -52,6 +52,7 @@ def suggest(
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
         is_done=lambda partial: is_complete(partial, ctx),
+        fresh=not settings.prefix_cache,
         deadline=None
         if budget is None
         else time.monotonic() - (time.perf_counter() - t0) + budget / 1000,

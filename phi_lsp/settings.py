@@ -95,6 +95,14 @@ class Settings(BaseModel):
         description="Wait before starting the model; unset: adaptive (only during fast "
         "typing, at most 150 ms); 0: never.",
     )
+    typed_ahead_cache: bool = Field(
+        True, description="Serve the rest of a shown suggestion while the user types into it."
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="Reuse the engine's KV cache for the prompt prefix shared with the last "
+        "request (off only to measure what it saves).",
+    )
     max_latency_ms: int | None = Field(
         None,
         ge=50,

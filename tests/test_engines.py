@@ -156,3 +156,13 @@ def test_transformers_reuses_the_kv_cache_of_the_common_prefix(tiny_model: TinyM
         shorter.text
         == cold.generate(GenerationRequest(PROMPT * 2, max_new_tokens=8), threading.Event()).text
     )
+
+
+def test_fresh_requests_skip_the_prefix_cache(engine: Engine) -> None:
+    engine.generate(GenerationRequest(PROMPT * 3, max_new_tokens=2), threading.Event())
+    warm = engine.generate(GenerationRequest(PROMPT * 3 + "x", max_new_tokens=2), threading.Event())
+    cold = engine.generate(
+        GenerationRequest(PROMPT * 3 + "x", max_new_tokens=2, fresh=True), threading.Event()
+    )
+    assert warm.evaluated_tokens < warm.prompt_tokens
+    assert cold.evaluated_tokens == cold.prompt_tokens and cold.text == warm.text

@@ -26,6 +26,8 @@ class GenerationRequest:
     is_done: Callable[[str], bool] | None = None
     # Record each generated token's log-probability (used to rank candidate function bodies).
     logprobs: bool = False
+    # Start from an empty KV cache (measuring what the prefix cache saves).
+    fresh: bool = False
     # time.monotonic() after which generation stops and returns what it has ("deadline").
     deadline: float | None = None
 

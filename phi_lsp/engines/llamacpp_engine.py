@@ -92,6 +92,8 @@ class LlamaCppEngine:
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
         t0 = time.perf_counter()
         tokens = self.tokenize(request.prompt) or [self.eos_id]
+        if request.fresh:
+            self.llm.reset()
         evaluated = len(tokens) - self.cached_prefix(tokens)
         if not self._prefill(tokens, stop):
             return Generation("", len(tokens), evaluated, 0, "cancelled", _ms(t0))

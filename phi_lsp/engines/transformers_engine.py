@@ -162,7 +162,7 @@ class TransformersEngine:
             sampling["prompt_lookup_num_tokens"] = self.prompt_lookup_tokens
             reused, cache = 0, None
         else:
-            reused, cache = self._reusable_cache(ids)
+            reused, cache = self._reusable_cache([] if request.fresh else ids)
         with torch.inference_mode():
             out = self.model.generate(  # type: ignore[misc]
                 input_ids,
