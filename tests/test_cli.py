@@ -99,3 +99,22 @@ async def test_serve_over_tcp(tmp_path: Path, tiny_model: TinyModel) -> None:
     finally:
         server.terminate()
         await server.wait()
+
+
+def test_a_workspace_file_named_like_a_stdlib_module_does_not_break_the_server(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "cmd.py").write_text("raise SystemExit('the workspace cmd.py was imported')\n")
+    (tmp_path / "code.py").write_text("raise SystemExit('the workspace code.py was imported')\n")
+    # The server starts, imports everything it needs, reads EOF on stdin and exits.
+    done = subprocess.run(
+        [sys.executable, "-m", "phi_lsp", "serve", "--log-file", str(tmp_path / "log")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "PHI_LSP_HOME": str(tmp_path / "home")},
+    )
+    assert "was imported" not in done.stdout + done.stderr
+    assert "starting" in (tmp_path / "log").read_text()
