@@ -108,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     contamination.add_argument("--threshold", type=float, default=0.5)
     contamination.set_defaults(run=run_eval_contamination)
 
+    from phi_lsp.finetune.cli import add_parser as add_finetune_parser
+
+    add_finetune_parser(commands)
+
     args = parser.parse_args(argv)
     return int(args.run(args) or 0)
 

@@ -26,6 +26,7 @@ ENGINE_KEYS = frozenset(
         "quantization",
         "cpu_buffers",
         "prompt_lookup_tokens",
+        "adapter",
         "remote_url",
         "remote_model",
         "remote_api_key_env",
@@ -79,6 +80,11 @@ class Settings(BaseModel):
     )
     gpu_layers: int = Field(
         -1, ge=-1, description="Layers llama.cpp offloads to Metal/CUDA; -1 all, 0 none."
+    )
+    adapter: str | None = Field(
+        None,
+        description="A `phi-lsp finetune` adapter folder (RUN/adapter): peft weights for "
+        "transformers, lora.gguf for llama.cpp. Changing it reloads without a restart.",
     )
     cpu_buffers: Literal["auto", "default", "no-amx", "plain"] = Field(
         "auto",

@@ -40,8 +40,19 @@ class LlamaCppEngine:
         gpu_layers: int = -1,
         cpu_buffers: str = "auto",
         prompt_lookup_tokens: int = 0,
+        adapter: Path | None = None,
     ) -> None:
         info = check_gguf(path)
+        lora = None
+        if adapter is not None:
+            from phi_lsp.finetune.export import lora_gguf_path
+
+            lora = lora_gguf_path(adapter)
+            if lora is None:
+                raise ModelLoadError(
+                    f"{adapter} has no lora.gguf for llama.cpp (run `phi-lsp finetune --export "
+                    "gguf`, or use the transformers backend)."
+                )
         self.n_ctx = min(n_ctx, info.context_length or n_ctx)
         threads = n_threads or max(1, os.cpu_count() or 1)
         try:
@@ -55,6 +66,7 @@ class LlamaCppEngine:
                     n_gpu_layers=gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
                     flash_attn=True,
                     verbose=False,
+                    lora_path=str(lora) if lora else None,
                     # Draft tokens copied from the prompt, verified in one pass (costs
                     # logits for every position: opt-in).
                     draft_model=LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup_tokens)

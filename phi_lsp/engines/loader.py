@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 from phi_lsp.engines.base import Engine, ModelLoadError
 from phi_lsp.model_source import ModelSource, resolve_model
@@ -37,7 +38,13 @@ def load_engine(settings: Settings) -> Engine:
 
         running = running_engine(settings.model)
         remote_url = running.url if running else None
+    adapter = Path(settings.adapter).expanduser() if settings.adapter else None
     if settings.backend == "remote" or (settings.backend == "auto" and remote_url):
+        if adapter is not None:
+            raise ModelLoadError(
+                "phiLsp.adapter cannot be applied to a remote engine; serve the adapter there "
+                "(vLLM --lora-modules) or use a local backend."
+            )
         if not remote_url:
             raise ModelLoadError(
                 "backend `remote` needs phiLsp.remoteUrl (e.g. http://127.0.0.1:8000)."
@@ -68,6 +75,7 @@ def load_engine(settings: Settings) -> Engine:
             settings.gpu_layers,
             settings.cpu_buffers,
             settings.prompt_lookup_tokens,
+            adapter,
         )
     if source.hf_dir is None:
         raise ModelLoadError(
@@ -83,4 +91,5 @@ def load_engine(settings: Settings) -> Engine:
         settings.n_threads,
         settings.quantization,
         settings.prompt_lookup_tokens,
+        adapter,
     )

@@ -100,6 +100,7 @@ class TransformersEngine:
         n_threads: int | None = None,
         quantization: str = "none",
         prompt_lookup_tokens: int = 0,
+        adapter: Path | None = None,
     ) -> None:
         config = check_hf_folder(path)
         self.device = pick_device(device)
@@ -125,6 +126,8 @@ class TransformersEngine:
         self.model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         if quantization != "nf4":
             self.model.to(self.device)  # type: ignore[arg-type]
+        if adapter is not None:
+            self.model = _with_adapter(self.model, adapter, merge=quantization != "nf4")
         self.model.eval()
         self.n_ctx = min(n_ctx, int(config.get("max_position_embeddings") or n_ctx))
         self.eos_id = _eos_id(config, self.tokenizer)
@@ -226,6 +229,18 @@ class TransformersEngine:
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _with_adapter(model: Any, adapter: Path, merge: bool) -> Any:
+    """The model with a LoRA adapter from `phi-lsp finetune` applied (merged when possible)."""
+    try:
+        from phi_lsp.finetune.export import apply_adapter
+
+        return apply_adapter(model, adapter, merge=merge)
+    except ImportError as exc:
+        raise ModelLoadError(f"adapters need peft: pip install 'phi-lsp[train]' ({exc})") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"the adapter {adapter} cannot be applied: {exc}") from exc
 
 
 def _eos_id(config: dict[str, Any], tokenizer: Any) -> int:

@@ -1,0 +1,289 @@
+"""`phi-lsp finetune` end to end on the tiny model: training lowers the held-out loss, the
+report is written, the repository is untouched, and the adapter reaches both engines."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from test_finetune_data import make_fixture_repo, tree_hashes
+from tinymodel import TinyModel
+
+from phi_lsp.engines.base import GenerationRequest
+from phi_lsp.finetune import cli
+from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
+from phi_lsp.finetune.sources import SourceConfig
+from phi_lsp.finetune.train import TrainConfig, stream_index, train
+
+PROMPT = 'def count_even(numbers):\n    """How many of the numbers are even."""\n'
+
+
+@dataclass
+class Run:
+    repo: Path
+    run_dir: Path
+    report: dict
+    config: dict
+    hashes_before: dict[str, str]
+
+
+def train_args(model: Path) -> list[str]:
+    return [
+        "--model",
+        str(model),
+        "--max-steps",
+        "40",
+        "--lr",
+        "5e-3",
+        "--warmup-steps",
+        "2",
+        "--eval-every",
+        "10",
+        "--checkpoint-every",
+        "10",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--val-fraction",
+        "0.25",
+        "--max-file-bytes",
+        "20000",
+    ]
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One `phi-lsp finetune REPO --export gguf` run (in this process) on a git fixture."""
+    root = tmp_path_factory.mktemp("finetune")
+    repo = make_fixture_repo(root, git=True)
+    before = tree_hashes(repo)
+    threads = torch.get_num_threads()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PHI_LSP_HOME", str(root / "home"))
+    try:
+        code = cli.main(
+            [
+                "finetune",
+                str(repo),
+                "--out",
+                str(root / "run"),
+                "--export",
+                "gguf",
+                "--export-outtype",
+                "f32",
+                "--doctest-samples",
+                "3",
+                "--doctest-max-new-tokens",
+                "32",
+                *train_args(tiny_model.hf_dir),
+            ]
+        )
+    finally:
+        torch.set_num_threads(threads)
+        mp.undo()
+    assert code == 0
+    run_dir = root / "run"
+    return Run(
+        repo,
+        run_dir,
+        json.loads((run_dir / "report.json").read_text()),
+        json.loads((run_dir / "config.json").read_text()),
+        before,
+    )
+
+
+def test_training_lowers_validation_loss(run: Run) -> None:
+    loss = run.report["val_loss"]
+    assert loss["after"] < loss["before"] - 0.1
+    evals = [v for _, v in run.report["history"]["eval"]]
+    assert [s for s, _ in run.report["history"]["eval"]] == [0, 10, 20, 30, 40]
+    assert evals[-1] < evals[0]
+    assert len(run.report["history"]["train"]) == 40 and run.report["train_tokens_per_s"] > 0
+
+
+def test_report_files(run: Run) -> None:
+    md = (run.run_dir / "report.md").read_text()
+    assert "| validation loss (body tokens) |" in md and "loss.png" in md
+    assert (run.run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doctests = run.report["doctests"]
+    # numbers.py is held out: its six exercises all have doctests their own body passes.
+    assert doctests["runnable"] == 3
+    assert len(doctests["base"]["results"]) == 3 and len(doctests["tuned"]["results"]) == 3
+    assert "doctest pass rate (3 held-out exercises)" in md
+    assert run.report["dataset"]["counts"]["val"] == 6
+    assert run.report["loss_filter"]["enabled"] and run.report["loss_filter"]["dropped"] == 0
+
+
+def test_run_directory_records_sources_and_hashes(run: Run) -> None:
+    (source,) = run.config["sources"]
+    head = (run.repo / ".git" / "HEAD").read_text()
+    assert source["listing"] == "git" and source["dirty"] is False
+    assert len(source["commit"]) == 40 and "ref: refs/heads/" in head
+    assert set(run.config["dataset_hashes"]) == {"train.jsonl", "val.jsonl"}
+    assert run.config["train"]["lora_r"] == 16 and run.config["train"]["max_steps"] == 40
+    assert run.config["versions"]["peft"]
+
+
+def test_sources_are_byte_identical_after_the_run(run: Run) -> None:
+    assert tree_hashes(run.repo) == run.hashes_before
+
+
+def test_out_inside_a_repository_is_refused(tmp_path: Path) -> None:
+    repo = make_fixture_repo(tmp_path)
+    before = tree_hashes(repo)
+    assert cli.main(["finetune", str(repo), "--out", str(repo / "run")]) == 2
+    assert tree_hashes(repo) == before
+
+
+def test_adapter_on_the_transformers_engine(run: Run, tiny_model: TinyModel) -> None:
+    from phi_lsp.engines.transformers_engine import TransformersEngine
+    from phi_lsp.finetune.export import apply_adapter
+
+    def engine_with(adapter: Path | None, merge: bool = True) -> TransformersEngine:
+        engine = TransformersEngine(tiny_model.hf_dir, device="cpu")
+        if adapter is not None:  # before the first generation (the engine keeps a KV cache)
+            engine.model = apply_adapter(engine.model, adapter, merge=merge)
+        return engine
+
+    request = GenerationRequest(PROMPT, max_new_tokens=16)
+    base, tuned = engine_with(None), engine_with(run.run_dir / "adapter")
+    assert (
+        tuned.generate(request, threading.Event()).text
+        != base.generate(request, threading.Event()).text
+    )
+    # Unmerged (a 4-bit base keeps the adapter separate) computes the same logits.
+    unmerged = engine_with(run.run_dir / "adapter", merge=False)
+    ids = torch.tensor([tuned.tokenize(PROMPT)])
+    with torch.no_grad():
+        a, b, c = (e.model(ids).logits for e in (tuned, unmerged, base))
+    assert torch.allclose(a, b, atol=1e-4) and not torch.allclose(a, c, atol=1e-2)
+    for engine in (base, tuned, unmerged):
+        engine.close()
+
+
+def test_merged_gguf_and_lora_gguf_on_llamacpp(run: Run, tiny_model: TinyModel) -> None:
+    pytest.importorskip("llama_cpp")
+    import llama_cpp
+
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.finetune.export import lora_gguf_path
+
+    request = GenerationRequest(PROMPT, max_new_tokens=16)
+    merged_path = Path(run.report["exports"]["gguf"])
+    base = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=256, n_threads=1)
+    merged = LlamaCppEngine(merged_path, n_ctx=256, n_threads=1)
+    base_text = base.generate(request, threading.Event()).text
+    merged_text = merged.generate(request, threading.Event()).text
+    assert merged_text != base_text
+    lora = lora_gguf_path(run.run_dir / "adapter")
+    assert lora is not None
+    llm = llama_cpp.Llama(
+        model_path=str(tiny_model.gguf_f32),
+        lora_path=str(lora),
+        n_ctx=256,
+        n_threads=1,
+        verbose=False,
+    )
+    tokens = llm.tokenize(PROMPT.encode(), add_bos=False)
+    with_lora = []
+    for token in llm.generate(tokens, top_k=1, temp=0.0):
+        if token == llm.token_eos() or len(with_lora) == 16:
+            break
+        with_lora.append(token)
+    assert llm.detokenize(with_lora).decode() == merged_text
+    for engine in (base, merged):
+        engine.close()
+    llm.close()
+
+
+def _short_config(model: Path, **kw: object) -> TrainConfig:
+    values: dict = dict(
+        model=str(model),
+        max_steps=3,
+        eval_every=3,
+        checkpoint_every=3,
+        threads=1,
+        progress=False,
+        lr=5e-3,
+        warmup_steps=1,
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def _dataset_dir(tmp_path: Path) -> Path:
+    repo = make_fixture_repo(tmp_path)
+    config = DataConfig(sources=SourceConfig(max_file_bytes=20_000), val_fraction=0.25)
+    save_dataset(build_dataset([repo], [], config), tmp_path / "run" / "dataset")
+    return tmp_path / "run"
+
+
+def test_qlora_nf4_trains_on_cpu(tiny_model: TinyModel, tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    run_dir = _dataset_dir(tmp_path)
+    threads = torch.get_num_threads()
+    try:
+        result = train(run_dir, _short_config(tiny_model.hf_dir, quantization="nf4"))
+    finally:
+        torch.set_num_threads(threads)
+    assert getattr(result.model.base_model.model, "is_loaded_in_4bit", False)
+    losses = [row[1] for row in result.history["train"]]
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.cuda
+def test_bf16_and_qlora_on_cuda(tiny_model: TinyModel, tmp_path: Path) -> None:
+    run_dir = _dataset_dir(tmp_path)
+    for quantization in ("none", "nf4"):
+        result = train(
+            run_dir, _short_config(tiny_model.hf_dir, device="cuda", quantization=quantization)
+        )
+        assert result.device == "cuda" and result.val_loss_after is not None
+        assert next(result.model.parameters()).device.type == "cuda"
+
+
+def test_data_order_is_a_pure_function_of_seed_and_position() -> None:
+    first = [stream_index(7, 3, p) for p in range(21)]
+    assert first == [stream_index(7, 3, p) for p in range(21)]
+    for epoch in range(3):
+        assert sorted(first[epoch * 7 : epoch * 7 + 7]) == list(range(7))
+    assert first[:7] != first[7:14]
+    assert first != [stream_index(7, 4, p) for p in range(21)]
+
+
+@pytest.mark.parametrize("backend", ["transformers", "llamacpp"])
+async def test_server_loads_the_adapter_without_a_restart(
+    run: Run, tiny_model: TinyModel, tmp_path: Path, backend: str
+) -> None:
+    from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+    from lsprotocol import types
+
+    model = tiny_model.hf_dir if backend == "transformers" else tiny_model.gguf_f32
+    settings = {
+        "model": str(model),
+        "backend": backend,
+        "maxNewTokens": 16,
+        "typedAheadCache": False,
+    }
+    line = len(PROMPT.splitlines())
+    async with lsp_session(tmp_path, settings) as client:
+        await wait_for_loads(client)
+        uri = (tmp_path / "count.py").as_uri()
+        open_document(client, uri, PROMPT)
+        before = await inline_completion(client, uri, line, 0)
+        client.set_configuration(
+            {**settings, "adapter": str(run.run_dir / "adapter")}, section="phiLsp"
+        )
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=None))
+        ends = await wait_for_loads(client, 2)
+        assert "ready" in ends[1], ends
+        after = await inline_completion(client, uri, line, 0)
+    text = [items[0].insert_text if items else "" for items in (before, after)]
+    assert text[0] != text[1]
