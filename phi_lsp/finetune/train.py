@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from phi_lsp.engines.transformers_engine import pick_device
 from phi_lsp.finetune.dataset import Dataset, load_dataset
 from phi_lsp.finetune.mining import Exercise
 from phi_lsp.model_store import atomic_write_bytes
@@ -330,16 +331,6 @@ def train(
 
 
 # --- setup ---------------------------------------------------------------------------------------
-
-
-def pick_device(device: str) -> str:
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:
