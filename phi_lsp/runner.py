@@ -68,7 +68,7 @@ class EngineRunner:
         return engine
 
     async def run(
-        self, key: str, work: Callable[[Engine, threading.Event], T], timeout_s: float = 60.0
+        self, key: str, work: Callable[[Engine, threading.Event], T], timeout_s: float = 120.0
     ) -> T:
         """Run `work(engine, stop)` on the worker; a newer run for `key` stops this one.
 
