@@ -103,6 +103,12 @@ class Buffers:
     def __init__(self, description: str, table: Any = None) -> None:
         self.description, self.table = description, table
 
+    @property
+    def use_mmap(self) -> bool:
+        """Repacked weights are copies: mapping the file too would hold the weights twice
+        (measured at phi-1 Q4_0: 1.96 GB peak RSS with mmap, 1.31 GB without)."""
+        return self.table is None
+
 
 @contextmanager
 def weight_buffers(mode: str, model: Path) -> Iterator[Buffers]:

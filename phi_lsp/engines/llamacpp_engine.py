@@ -67,6 +67,7 @@ class LlamaCppEngine:
                     flash_attn=True,
                     verbose=False,
                     lora_path=str(lora) if lora else None,
+                    use_mmap=self._buffers.use_mmap,
                     # Draft tokens copied from the prompt, verified in one pass (costs
                     # logits for every position: opt-in).
                     draft_model=LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup_tokens)
