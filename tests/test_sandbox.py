@@ -93,12 +93,13 @@ def test_network_namespace_has_no_interface() -> None:
 def test_infinite_loop_times_out() -> None:
     result = run("while True:\n    pass\n", timeout_s=1.0)
     assert result.status == "timeout" and not result.passed
-    assert result.seconds < 3
+    assert result.seconds < 30  # killed at the timeout, long before a loaded machine would
 
 
 def test_sleeping_child_times_out_on_wall_clock() -> None:
     result = run("import time\ntime.sleep(60)", timeout_s=0.5)
-    assert result.status == "timeout" and result.seconds < 3
+    # Killed at the wall-clock timeout, not after the 60 s sleep (a wide margin for busy CIs).
+    assert result.status == "timeout" and result.seconds < 30
 
 
 def test_unbounded_allocation_hits_the_memory_limit() -> None:
