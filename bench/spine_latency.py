@@ -259,6 +259,16 @@ def read_request_lines(log_file: Path) -> dict[int, dict[str, str]]:
     return found
 
 
+async def load_end(client: Any) -> str:
+    """The message of the first finished model load the server reported ($/progress end)."""
+    while True:
+        for reports in client.progress_reports.values():
+            for report in reports:
+                if isinstance(report, types.WorkDoneProgressEnd):
+                    return str(report.message or "")
+        await asyncio.sleep(0.05)
+
+
 async def server_log_line(log_file: Path, seen: set[int]) -> dict[str, str]:
     """The first request line not yet in `seen` (it is written before the response is sent)."""
     for _ in range(100):
@@ -330,20 +340,12 @@ class Editor:
         await client.initialize_session(
             types.InitializeParams(capabilities=client_capabilities(), root_uri=self.work.as_uri())
         )
-        message = await asyncio.wait_for(self._load_end(), LOAD_TIMEOUT_S)
+        message = await asyncio.wait_for(load_end(client), LOAD_TIMEOUT_S)
         self.info.load_s = time.perf_counter() - t0
         self.info.load_message = message
         print(f"server: pid {process.pid}, loaded in {self.info.load_s:.1f} s: {message}")
         if "ready" not in message:
             raise SystemExit(f"the server did not load the model: {message}")
-
-    async def _load_end(self) -> str:
-        while True:
-            for reports in self.client.progress_reports.values():
-                for report in reports:
-                    if isinstance(report, types.WorkDoneProgressEnd):
-                        return str(report.message or "")
-            await asyncio.sleep(0.05)
 
     async def run_round(self, steps: list[Step], quiet: Quiet) -> None:
         client = self.client

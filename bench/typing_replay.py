@@ -291,19 +291,11 @@ class Replayer:
                 capabilities=spine.client_capabilities(), root_uri=self.work.as_uri()
             )
         )
-        message = await asyncio.wait_for(self._load_end(), LOAD_TIMEOUT_S)
+        message = await asyncio.wait_for(spine.load_end(self.client), LOAD_TIMEOUT_S)
         self.result.load_s = time.perf_counter() - t0
         print(f"[{self.result.name}] pid {process.pid}, {message}", flush=True)
         if "ready" not in message:
             raise SystemExit(f"the server did not load the model: {message}")
-
-    async def _load_end(self) -> str:
-        while True:
-            for reports in self.client.progress_reports.values():
-                for report in reports:
-                    if isinstance(report, types.WorkDoneProgressEnd):
-                        return str(report.message or "")
-            await asyncio.sleep(0.05)
 
     def open(self, uri: str, text: str) -> None:
         self.texts[uri], self.versions[uri] = text, 1
