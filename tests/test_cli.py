@@ -172,3 +172,24 @@ def test_eval_contamination_finds_a_planted_copy(tmp_path: Path) -> None:
     done = phi_lsp("eval", "contamination", str(tmp_path), home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "HumanEval/0" in done.stdout and "1 near-duplicate" in done.stdout
+
+
+def test_serving_a_gguf_model_never_imports_torch(tiny_model: TinyModel) -> None:
+    """The llama.cpp path stays light: torch alone costs ~250 MB of RSS and seconds of start."""
+    script = (
+        "import sys\n"
+        "from phi_lsp import cli\n"
+        "from phi_lsp.engines.loader import load_engine\n"
+        "from phi_lsp.settings import Settings\n"
+        "try:\n"
+        "    cli.main(['serve', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"engine = load_engine(Settings(model={str(tiny_model.gguf_f16)!r}, backend='auto'))\n"
+        "print(engine.name, sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "llamacpp []"

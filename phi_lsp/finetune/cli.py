@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from phi_lsp.finetune.config import TrainConfig
 from phi_lsp.finetune.dataset import DataConfig
 from phi_lsp.finetune.filters import FilterConfig
 from phi_lsp.finetune.sources import SourceConfig
@@ -74,8 +75,6 @@ def _add_fields(group: Any, cls: type, helps: dict[str, str] | None = None) -> N
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `finetune` on the `phi-lsp` subparsers."""
-    from phi_lsp.finetune.train import TrainConfig
-
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune phi (LoRA) on exercises mined from your repositories",
@@ -170,7 +169,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         print(f"phi-lsp finetune: {message}", file=sys.stderr)
         return 2
 
-    from phi_lsp.finetune.train import TrainConfig, config_from_dict
+    from phi_lsp.finetune.train import config_from_dict
 
     given = {
         f.name: getattr(args, f.name) for f in _scalar_fields(TrainConfig) if hasattr(args, f.name)
