@@ -10,7 +10,19 @@ from __future__ import annotations
 import ast
 import doctest
 import textwrap
+import threading
 from dataclasses import dataclass
+
+# CPython 3.11 builds ast objects with interpreter-wide recursion bookkeeping: two threads
+# parsing at once can fail with "AST constructor recursion depth mismatch" (python/cpython
+# gh-106905). The server parses on its event loop (code actions) and on the engine worker
+# (judging candidates), so every parse here takes this lock.
+_PARSE_LOCK = threading.Lock()
+
+
+def parse(source: str) -> ast.Module:
+    with _PARSE_LOCK:
+        return ast.parse(source)
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,7 @@ class Stub:
 def find_stub(source: str, line: int) -> Stub | None:
     """The innermost stub function containing `line`, or None."""
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError:
         return None
     lines = source.splitlines(keepends=True)
@@ -176,7 +188,7 @@ def check_candidate(body: str, stub: Stub) -> str | None:
     if not body.strip():
         return "empty"
     try:
-        tree = ast.parse(function_source(stub, body))
+        tree = parse(function_source(stub, body))
     except SyntaxError as exc:
         return f"does not parse: {exc.msg} (line {exc.lineno})"
     func = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))

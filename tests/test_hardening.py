@@ -211,7 +211,7 @@ def test_any_sequence_of_messages_is_survived(
                 texts[uri] = arg
                 open_document(client, uri, arg)
             elif op == "change" and uri in texts:
-                end = position(texts[uri], len(texts[uri]), "utf-16")
+                end = position(texts[uri], len(texts[uri]), server_encoding(server))
                 texts[uri] += arg
                 client.text_document_did_change(
                     types.DidChangeTextDocumentParams(

@@ -232,7 +232,7 @@ def test_perturbations_keep_canonical_solutions_passing(problems: list[Problem])
     names = list(PERTURBATIONS)
     skipped: dict[str, list[str]] = {name: [] for name in names}
 
-    def check(problem: Problem) -> tuple[str, SandboxResult | None]:
+    def batch_of(problem: Problem) -> str | None:
         programs = []
         for name in names:
             try:
@@ -243,17 +243,24 @@ def test_perturbations_keep_canonical_solutions_passing(problems: list[Problem])
             assert perturbed.test == problem.test
             programs.append((name, build_program(perturbed, perturbed.canonical_solution)))
         if not programs:
-            return problem.task_id, None
-        batch = (
+            return None
+        return (
             f"PROGRAMS = {programs!r}\n"
             "for name, source in PROGRAMS:\n"
             "    print(name)\n"
             "    exec(compile(source, name, 'exec'), {'__name__': '__main__'})\n"
         )
-        return problem.task_id, run_sandboxed(batch, timeout_s=20.0)
 
+    def check(task: tuple[str, str | None]) -> tuple[str, SandboxResult | None]:
+        task_id, batch = task
+        return task_id, run_sandboxed(batch, timeout_s=20.0) if batch else None
+
+    # The perturbations (ast.parse) run here, on one thread: CPython 3.11's AST conversion is
+    # not thread-safe ("AST constructor recursion depth mismatch", gh-106905). Only the
+    # sandboxed runs go to the pool.
+    batches = [(problem.task_id, batch_of(problem)) for problem in problems]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        outcomes = list(pool.map(check, problems))
+        outcomes = list(pool.map(check, batches))
     failures = [(task, r.detail, r.output[-300:]) for task, r in outcomes if r and not r.passed]
     assert failures == []
     assert all(len(tasks) <= 5 for tasks in skipped.values()), skipped
