@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from phi_lsp.debounce import TypingRhythm
 from phi_lsp.engines.base import Engine
-from phi_lsp.pipeline import Suggestion, suggest
+from phi_lsp.pipeline import Suggestion, suggest, warm, warm_document
 from phi_lsp.runner import EngineRunner, Superseded
 from phi_lsp.settings import Settings
 from phi_lsp.suggestion_cache import SuggestionCache
@@ -73,6 +73,7 @@ class Completer:
             )
             return Suggestion(cached, mode="cache", cached=True)
         self._latest[uri] = request_id
+        self._warm_line(uri, text, offset)
         if not await self._debounce(uri, request_id):
             log.info("req %d superseded while debouncing", request_id)
             return None
@@ -101,6 +102,29 @@ class Completer:
             self.failures = 0
         self.cache.put(uri, prefix, line_suffix, result.text)
         return result
+
+    def opened(self, uri: str, text: str) -> None:
+        """A document was opened (or the model became ready): prefill the start of it."""
+        self._warm(uri, lambda engine, settings, stop: warm_document(engine, text, settings, stop))
+
+    def _warm_line(self, uri: str, text: str, offset: int) -> None:
+        """Prefill the lines above the cursor while the user types on its line."""
+        self._warm(uri, lambda engine, settings, stop: warm(engine, text, offset, settings, stop))
+
+    def _warm(self, uri: str, prefill: Callable[[Engine, Settings, threading.Event], int]) -> None:
+        """Hand `prefill` to the runner as idle-time work (unless the prefix cache is off)."""
+        settings = self.settings()
+        if not (settings.prefix_cache and settings.enable):
+            return
+
+        def work(engine: Engine, stop: threading.Event) -> int:
+            t0 = time.perf_counter()
+            evaluated = prefill(engine, settings, stop)
+            if evaluated:
+                log.info("warm %s evaluated=%d %.0fms", uri, evaluated, _ms(t0))
+            return evaluated
+
+        self.runner.warm(work)
 
     def _failed(self, request_id: int, exc: Exception) -> None:
         """One log line per failure; one editor message when failures repeat."""

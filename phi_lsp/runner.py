@@ -3,7 +3,8 @@
 The event loop never runs model code. Loading and generating happen on a single worker thread,
 so a generation never overlaps a load or another generation. Each document has at most one
 request that counts: a new one sets the previous one's stop flag, and the engine checks that
-flag after every token.
+flag after every token. When nothing else is queued the worker may prefill the prompt the
+user is typing towards (`warm`); any request stops that within one prefill piece.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from phi_lsp.engines.base import Engine
@@ -35,6 +36,7 @@ class EngineRunner:
         self.load_error: str | None = None
         self._in_flight: dict[str, threading.Event] = {}
         self._load_generation = 0
+        self._warm_stop = threading.Event()
 
     @property
     def ready(self) -> bool:
@@ -49,6 +51,7 @@ class EngineRunner:
         self._load_generation += 1
         ticket = self._load_generation
         self.loading, self.load_error = True, None
+        self._warm_stop.set()
         for stop in self._in_flight.values():
             stop.set()
         old, self.engine = self.engine, None
@@ -81,6 +84,7 @@ class EngineRunner:
         engine = self.engine
         if engine is None:
             raise RuntimeError("no model is loaded")
+        self._warm_stop.set()
         stop = threading.Event()
         previous = self._in_flight.get(key)
         if previous is not None:
@@ -103,6 +107,20 @@ class EngineRunner:
             raise Superseded(key)
         return result
 
+    def warm(self, work: Callable[[Engine, threading.Event], int]) -> None:
+        """Run `work(engine, stop)` on the worker when no request needs it (fire and forget).
+
+        A newer warm job replaces this one, and every `run` stops it; either way it ends within
+        one prefill piece. It never runs during a model load.
+        """
+        engine = self.engine
+        if engine is None or self.loading or not engine.warms:
+            return
+        self._warm_stop.set()
+        self._warm_stop = stop = threading.Event()
+        future = self._executor.submit(_guarded, work, engine, stop)
+        future.add_done_callback(_log_warm_failure)
+
     def forget(self, key: str) -> None:
         """Stop and drop the request for a closed document."""
         stop = self._in_flight.pop(key, None)
@@ -110,6 +128,7 @@ class EngineRunner:
             stop.set()
 
     def shutdown(self) -> None:
+        self._warm_stop.set()
         for stop in self._in_flight.values():
             stop.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -119,6 +138,11 @@ def _expire(key: str, stop: threading.Event) -> None:
     log.warning("watchdog: the request for %s ran too long; stopping it", key)
     stop.expired = True  # type: ignore[attr-defined]
     stop.set()
+
+
+def _log_warm_failure(future: Future[int]) -> None:
+    if not future.cancelled() and not isinstance(future.exception(), Superseded | type(None)):
+        log.warning("prefill ahead failed: %s", future.exception())
 
 
 def _guarded(

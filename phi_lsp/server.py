@@ -39,6 +39,8 @@ class PhiLanguageServer(LanguageServer):
             self.runner, lambda: self.settings, lambda m: self.show(m, types.MessageType.Warning)
         )
         self._load_task: asyncio.Task[None] | None = None
+        # The document last opened or edited: the one to prefill when the model becomes ready.
+        self.focus: str | None = None
 
     # -- settings ---------------------------------------------------------------------------
     def apply_settings(self, raw: Any) -> bool:
@@ -94,8 +96,15 @@ class PhiLanguageServer(LanguageServer):
                 f"{self.settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
             )
             log.info(message)
+            self.prefill_focus()
         finally:
             self.end_progress(token, message)
+
+    def prefill_focus(self) -> None:
+        """Prefill the document the user last opened or edited (the model just became ready)."""
+        doc = self.open_document(self.focus) if self.focus else None
+        if doc is not None:
+            self.completer.opened(doc.uri, doc.source)
 
     async def begin_progress(self, title: str, cancellable: bool = False) -> str | None:
         """Start server-initiated work-done progress; its token, or None if the client has none."""

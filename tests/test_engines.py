@@ -166,3 +166,31 @@ def test_fresh_requests_skip_the_prefix_cache(engine: Engine) -> None:
     )
     assert warm.evaluated_tokens < warm.prompt_tokens
     assert cold.evaluated_tokens == cold.prompt_tokens and cold.text == warm.text
+
+
+def test_warm_fills_the_cache_so_the_request_after_it_evaluates_only_its_tail(
+    engine: Engine,
+) -> None:
+    engine.generate(GenerationRequest("x = 1\n", max_new_tokens=1), threading.Event())
+    lines = PROMPT * 6
+    stable = lines[: lines.rfind("\n") + 1]  # what the server warms: up to the cursor's line
+    tail = len(engine.tokenize(lines)) - len(engine.tokenize(stable))
+    assert engine.warm(stable, threading.Event()) == len(engine.tokenize(stable))
+    assert engine.warm(stable, threading.Event()) == 0  # already cached: nothing to do
+    after = engine.generate(GenerationRequest(lines, max_new_tokens=6), threading.Event())
+    fresh = engine.generate(
+        GenerationRequest(lines, max_new_tokens=6, fresh=True), threading.Event()
+    )
+    assert after.evaluated_tokens <= tail + 2  # the line being typed (+ a re-tokenised seam)
+    assert after.text == fresh.text  # the warmed cache is the same cache
+
+
+def test_warm_stops_within_one_piece(engine: Engine) -> None:
+    stop = threading.Event()
+    stop.set()
+    assert engine.warm(PROMPT * 40, stop) == 0
+    timer = threading.Timer(0.0, stop.set)
+    stop.clear()
+    timer.start()  # set while the first piece runs (or before it)
+    assert engine.warm(PROMPT * 40 + "#", stop) <= 64
+    timer.join()

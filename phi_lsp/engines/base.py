@@ -57,6 +57,8 @@ class Engine(Protocol):
 
     name: str
     n_ctx: int
+    # Whether warm() does anything (a local KV cache it can fill ahead of a request).
+    warms: bool
 
     def tokenize(self, text: str) -> list[int]: ...
 
@@ -64,6 +66,14 @@ class Engine(Protocol):
         """Generate until eos, max_new_tokens, request.is_done, or `stop` is set.
 
         `stop` is checked after every generated token, so a superseded request ends within one.
+        """
+        ...
+
+    def warm(self, prompt: str, stop: threading.Event) -> int:
+        """Evaluate `prompt` into the KV cache without generating: idle-time prefill.
+
+        Works in short pieces and returns between them once `stop` is set; returns the tokens
+        evaluated. An engine without a local cache (remote) returns 0 at once.
         """
         ...
 

@@ -74,6 +74,7 @@ def load_engine(settings: Settings) -> Engine:
             settings.n_threads,
             settings.gpu_layers,
             settings.cpu_buffers,
+            settings.kv_cache_values,
             settings.prompt_lookup_tokens,
             adapter,
         )

@@ -33,6 +33,7 @@ class RemoteError(Exception):
 
 class RemoteEngine:
     name = "remote"
+    warms = False  # the server keeps its own prompt cache; nothing to fill from here
 
     def __init__(
         self,
@@ -154,6 +155,9 @@ class RemoteEngine:
             timings_ms={"total": total},
             token_logprobs=logprobs,
         )
+
+    def warm(self, prompt: str, stop: threading.Event) -> int:
+        return 0
 
     def close(self) -> None:
         self.client.close()

@@ -89,8 +89,13 @@ class _StopOnEvent(StoppingCriteria):
         return False
 
 
+# Prompt tokens per forward pass when prefilling ahead of a request (see `warm`).
+WARM_CHUNK = 64
+
+
 class TransformersEngine:
     name = "transformers"
+    warms = True
 
     def __init__(
         self,
@@ -198,6 +203,27 @@ class TransformersEngine:
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
             token_logprobs=logprobs,
         )
+
+    def warm(self, prompt: str, stop: threading.Event) -> int:
+        if self.prompt_lookup_tokens:
+            return 0  # generate() does not reuse the cache with prompt lookup
+        ids = self.tokenize(prompt)
+        if len(ids) < 2:
+            return 0
+        # A token that never matches: every token of `ids` that is cached can be reused.
+        reused, cache = self._reusable_cache([*ids, -1])
+        done = reused
+        with torch.inference_mode():
+            while done < len(ids) and not stop.is_set():
+                piece = ids[done : done + WARM_CHUNK]
+                self.model(
+                    input_ids=torch.tensor([piece], device=self.model.device),
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+                done += len(piece)
+        self._cache, self._cache_ids = cache, ids[:done]
+        return done - reused
 
     def _reusable_cache(self, ids: list[int]) -> tuple[int, DynamicCache]:
         """The kept KV cache cut to the longest prefix it shares with `ids`, and that length.

@@ -33,8 +33,14 @@ def register(ls: PhiLanguageServer) -> None:
         if ls.apply_settings(raw if raw is not None else params.settings):
             ls.schedule_load()
 
+    @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def did_open(ls: PhiLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.focus = params.text_document.uri
+        ls.completer.opened(ls.focus, params.text_document.text)
+
     @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: PhiLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.focus = params.text_document.uri
         ls.completer.edited(params.text_document.uri)
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
