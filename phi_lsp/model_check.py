@@ -25,6 +25,7 @@ class GGUFInfo:
     context_length: int | None
     name: str | None
     size: int
+    head_dim: int | None = None  # embedding length / attention heads
 
 
 def check_gguf(path: Path) -> GGUFInfo:
@@ -58,7 +59,10 @@ def check_gguf(path: Path) -> GGUFInfo:
             f"(llama.cpp architectures {', '.join(SUPPORTED_ARCHITECTURES)})."
         )
     ctx = _field_int(reader, f"{arch}.context_length")
-    return GGUFInfo(arch, ctx, _field_str(reader, "general.name"), size)
+    width = _field_int(reader, f"{arch}.embedding_length")
+    heads = _field_int(reader, f"{arch}.attention.head_count")
+    head_dim = width // heads if width and heads else None
+    return GGUFInfo(arch, ctx, _field_str(reader, "general.name"), size, head_dim)
 
 
 def _field_str(reader: object, key: str) -> str | None:

@@ -25,6 +25,7 @@ ENGINE_KEYS = frozenset(
         "gpu_layers",
         "quantization",
         "cpu_buffers",
+        "kv_cache_values",
         "prompt_lookup_tokens",
         "adapter",
         "remote_url",
@@ -90,6 +91,12 @@ class Settings(BaseModel):
         "auto",
         description="llama.cpp weight buffers on the CPU: `auto` avoids the AMX path, which "
         "crashes on quantized models (llama.cpp #20824), on CPUs that have AMX.",
+    )
+    kv_cache_values: Literal["f16", "q8_0"] = Field(
+        "q8_0",
+        description="llama.cpp: how the KV cache stores attention values. `q8_0` uses ~90 MB "
+        "less at phi-1's 2048 context and decodes ~15% faster on a CPU, but processes a cold "
+        "prompt ~30% slower; `f16` the other way round.",
     )
     quantization: Literal["none", "nf4"] = Field(
         "none", description="transformers on CUDA: `nf4` loads 4-bit weights through bitsandbytes."

@@ -126,7 +126,7 @@ def test_gguf_metadata(tiny_model: TinyModel, hf_tokenizer: Any) -> None:
     f = {k: v.contents() for k, v in reader.fields.items()}
     assert f["general.architecture"] == "phi2"
     assert f["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
-    assert f["phi2.rope.dimension_count"] == 8  # 0.5 * (64 / 4)
+    assert f["phi2.rope.dimension_count"] == 16  # 0.5 * (64 / 2)
     assert f["phi2.block_count"] == 2
     assert f["tokenizer.ggml.model"] == "gpt2"
     assert f["tokenizer.ggml.pre"] == "gpt-2"
@@ -257,7 +257,7 @@ def test_phi1_style_top_level_rotary_factor(tiny_model: TinyModel, tmp_path: Pat
     cfg.update(partial_rotary_factor=0.25, rope_theta=10000.0, bos_token_id=None)
     (src / "config.json").write_text(json.dumps(cfg))
     reader = gguf.GGUFReader(convert_hf_to_gguf(src, tmp_path / "m.gguf", "f32"))
-    assert reader.fields["phi2.rope.dimension_count"].contents() == 4
+    assert reader.fields["phi2.rope.dimension_count"].contents() == 8  # 0.25 * (64 / 2)
 
 
 # --- errors and atomicity -----------------------------------------------------------------

@@ -95,7 +95,7 @@ def build_tiny_model(root: Path) -> TinyModel:
         hidden_size=64,
         intermediate_size=256,
         num_hidden_layers=2,
-        num_attention_heads=4,
+        num_attention_heads=2,  # head size 32: fits q8_0 blocks (the V cache)
         max_position_embeddings=2048,
         partial_rotary_factor=0.5,
         bos_token_id=eot,
