@@ -52,7 +52,7 @@ class LlamaCppEngine:
         n_threads: int | None = None,
         gpu_layers: int = -1,
         cpu_buffers: str = "auto",
-        kv_cache_values: str = "q8_0",
+        kv_cache_values: str = "f16",
         prompt_lookup_tokens: int = 0,
         adapter: Path | None = None,
     ) -> None:
@@ -75,7 +75,7 @@ class LlamaCppEngine:
                 self.llm = llama_cpp.Llama(
                     model_path=str(path),
                     n_ctx=self.n_ctx,
-                    n_batch=4 * PREFILL_CHUNK,  # a smaller compute buffer: pieces are small
+                    n_batch=PREFILL_CHUNK,  # the compute buffer for one piece is all it needs
                     n_threads=threads,
                     n_threads_batch=threads,
                     n_gpu_layers=gpu_layers if llama_cpp.llama_supports_gpu_offload() else 0,
