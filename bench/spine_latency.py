@@ -429,8 +429,15 @@ class Editor:
 class Direct:
     """One long-lived `Llama`, as the server keeps one."""
 
-    def __init__(self, model: Path, threads: int, cpu_buffers: str) -> None:
+    def __init__(
+        self, model: Path, threads: int, cpu_buffers: str, kv_cache_values: str = "f16"
+    ) -> None:
         import llama_cpp
+
+        from phi_lsp.engines.llamacpp_engine import KV_TYPES, v_cache_type
+        from phi_lsp.model_check import check_gguf
+
+        kv_cache_values = v_cache_type(kv_cache_values, check_gguf(model))
 
         t0 = time.perf_counter()
         with llama_buffers.weight_buffers(cpu_buffers, model) as self.buffers:
@@ -440,7 +447,9 @@ class Direct:
                 n_threads=threads,
                 n_threads_batch=threads,
                 flash_attn=True,
+                type_v=KV_TYPES[kv_cache_values],  # as the server's engine (its default)
                 verbose=False,
+                use_mmap=self.buffers.use_mmap,
             )
         self.load_s = time.perf_counter() - t0
         self.eos = self.llm.token_eos()

@@ -5,12 +5,16 @@ subprocess (llama.cpp backend). At a few spots (the first functions after `--pre
 tokens of each file) the rest of the function is deleted from the middle of its first body line,
 and the text is typed back character by character with human-like timing from a seeded RNG:
 
+  - a file is opened (didOpen) when the typist first goes to it, and read for
+    `--read-min-s`..`--read-max-s` seconds (default 4-8) before the first key;
   - 60-120 ms between keys in a burst, 0.5-1.5 s pauses at line ends, an occasional short
     pause after a space;
   - a newline plus its indentation is one keystroke (the editor auto-indents);
   - now and then a wrong character followed by a backspace;
-  - at the end of a spot the typist stops and waits for the ghost text (up to `--settle-s`),
-    then moves to the next spot (a new cursor position, possibly in another file).
+  - at the end of a spot the typist stops and waits for the ghost text (up to `--settle-s`);
+    at a share `--accept` of the spots (default 0.5) the suggestion is what they meant, and
+    they type on through it (its first line, at most `--accept-chars` characters) instead of
+    pressing Tab; then they move to the next spot, 1-2 s later.
 
 The client acts as VS Code does: every keystroke is an incremental didChange followed by
 `textDocument/inlineCompletion`; when a key arrives while the previous request is still in
@@ -19,30 +23,35 @@ request returns non-empty before the next keystroke.
 
 The same replay (same keystrokes, same schedule) runs, in one invocation, against
 
-  phi-lsp   the defaults (typed-ahead cache, prefix cache, adaptive debounce)
+  phi-lsp   the defaults (typed-ahead cache, prefix cache with prefill ahead, adaptive debounce)
   baseline  the same engine and model with typedAheadCache false, prefixCache false,
             debounceMs 0
+
+The characters typed through a ghost text come from what phi-lsp (the first run) showed; the
+baseline run types the very same characters at the same times.
 
 Both get `maxNewTokens` (`--max-new-tokens`), `nThreads` (`--threads`) and `cpuBuffers` auto.
 Per keystroke it records the latency to a shown suggestion and, from the server log (matched by
 request order: the server numbers requests as they arrive), whether the model was called, the
 prompt tokens evaluated and the tokens generated. Totals: p50/p95/mean latency of shown
-suggestions, the fraction of keystrokes served without a model call, model calls, server CPU
-seconds (utime+stime of the server process over the replay) and peak RSS (VmHWM).
+suggestions, the same at the spots' ends only (the typist waits there, so both servers show
+one suggestion per spot: the like-for-like comparison), the fraction of keystrokes served
+without a model call, model calls, server CPU seconds (utime+stime of the server process over
+the replay) and peak RSS (VmHWM).
 
 Then, on the phi-lsp server, a decode probe: a ~`--prefix-tokens` document cut mid-line, one
 cold request and `--probe` one-character requests (warm KV cache, a few tokens evaluated); the
 same prompts then go through llama-cpp-python directly in this process (the server's prompt
 builder, greedy, as many tokens as the server generated, weights loaded through the same
-`phi_lsp.engines.llama_buffers.weight_buffers`). Decode tokens/s = generated tokens / request
-wall time, phi-lsp / direct. LSP overhead = client wall time - server `total` for requests that
-called the model and were answered, as a % of the client wall time.
+`phi_lsp.engines.llama_buffers.weight_buffers`, the same KV cache types). Decode tokens/s =
+generated tokens / request wall time, phi-lsp / direct. LSP overhead = client wall time -
+server `total` for requests that called the model and were answered, as a % of the client wall
+time.
 
     .venv/bin/python bench/typing_replay.py --quick       # tiny model, < 1 minute
-    .venv/bin/python bench/typing_replay.py               # phi-1 shape Q4_0, ~10-15 minutes
+    .venv/bin/python bench/typing_replay.py               # phi-1 shape Q4_0, ~6-8 minutes
 
-Random weights: the text is noise (so the typed-ahead cache, which needs the user to type what
-the model suggested, almost never hits), the speed is real. Nothing is asserted.
+Random weights: the text is noise, the speed is real. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -100,6 +109,8 @@ class Segment:
     delete_len: int  # characters deleted there (the rest of the function)
     typed: str  # what is typed back
     keys: list[Key] = field(default_factory=list)
+    read_s: float = 0.0  # the file is new to the typist: reading it before the first key
+    accept: bool = False  # the typist types on through the ghost text shown at the spot's end
 
 
 def key_units(text: str) -> list[str]:
@@ -153,6 +164,8 @@ def make_segments(
     count_tokens: Callable[[str], int],
     min_tokens: int,
     rng: random.Random,
+    read_s: tuple[float, float] = (0.0, 0.0),
+    accept: float = 0.0,
 ) -> tuple[dict[str, str], list[Segment]]:
     """Documents (uri -> text, cut after the last spot) and the spots, in typing order."""
     n_segments = len(files) * spots_per_file
@@ -183,8 +196,13 @@ def make_segments(
         for start, end in chosen:
             units = key_units(text[start:end])[:per_segment]
             segments.append(Segment(len(segments), name, uri, start, end - start, "".join(units)))
+    seen: set[str] = set()
     for seg in segments:
         seg.keys = human_keys(seg, rng)
+        if seg.uri not in seen:
+            seen.add(seg.uri)
+            seg.read_s = rng.uniform(*read_s)
+        seg.accept = rng.random() < accept
     return documents, segments
 
 
@@ -219,6 +237,9 @@ class Stroke:
     index: int
     segment: int
     key: str
+    settle: bool = False  # the spot's last typed key: the typist waits for the ghost text
+    through: bool = False  # typed on through the ghost text (it matched what the user wanted)
+    text: str = ""  # the suggestion the answer carried
     sent_s: float = 0.0  # since the replay started
     next_s: float = 0.0  # when the next key (or the end) came
     answered_ms: float | None = None  # response time, whatever it was
@@ -232,6 +253,14 @@ class Stroke:
     evaluated: int = 0
     generated: int = 0
     server_total_ms: float | None = None
+
+    def shown_by(self, t: float) -> bool:
+        """Whether a non-empty suggestion for this key was on screen at replay time `t`."""
+        return bool(
+            self.answered_ms is not None
+            and self.chars > 0
+            and self.sent_s + self.answered_ms / 1000 <= t
+        )
 
 
 @dataclass
@@ -343,9 +372,20 @@ class Replayer:
     def cancel(self, msg_id: str) -> None:
         self.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
 
-    async def replay(self, documents: dict[str, str], segments: list[Segment], settle_s: float):
-        for uri, text in documents.items():
-            self.open(uri, text)
+    async def replay(
+        self,
+        documents: dict[str, str],
+        segments: list[Segment],
+        settle_s: float,
+        through: dict[int, str],
+        record: bool,
+        accept_chars: int,
+    ) -> None:
+        """Type the segments. `through`: per segment, the ghost text typed on through.
+
+        The first run (`record`) fills `through` from what its server showed; a later run types
+        the same characters, so both servers get the same keystrokes at the same times.
+        """
         shift: dict[str, int] = dict.fromkeys(documents, 0)  # edits before later spots
         cpu0 = spine._process_ticks(self.result.pid)
         meter = spine.CpuMeter([os.getpid(), self.result.pid])
@@ -353,45 +393,67 @@ class Replayer:
         now = lambda: time.perf_counter() - t_start  # noqa: E731
         pending: tuple[str, Any, Stroke] | None = None
         next_at = 0.0
+
+        async def press(seg: Segment, cursor: int, key: Key, **flags: bool) -> tuple[int, Stroke]:
+            nonlocal pending, next_at
+            await asyncio.sleep(max(0.0, next_at - now()))
+            sent = now()
+            if pending is not None:
+                msg_id, future, prev = pending
+                prev.next_s = sent
+                if not future.done():
+                    self.cancel(msg_id)
+                    prev.cancelled = True
+            if key.backspace:
+                self.edit(seg.uri, cursor - 1, cursor, "")
+                cursor -= 1
+                shift[seg.uri] -= 1
+            else:
+                self.edit(seg.uri, cursor, cursor, key.text)
+                cursor += len(key.text)
+                shift[seg.uri] += len(key.text)
+            stroke = Stroke(
+                len(self.result.strokes),
+                seg.index,
+                "<BS>" if key.backspace else key.text,
+                **flags,
+            )
+            stroke.sent_s = sent
+            stroke.request = self.requests + 1
+            msg_id, future = self.request(seg.uri, cursor)
+            future.add_done_callback(self._answered(stroke, t_start))
+            self.result.strokes.append(stroke)
+            pending = (msg_id, future, stroke)
+            next_at = sent + key.gap_after_s
+            if stroke.settle and settle_s > 0:
+                # shield: a timeout must not cancel the request itself (the next key
+                # cancels it over LSP, as an editor would)
+                wrapped = asyncio.wrap_future(future)
+                wrapped.add_done_callback(_retrieve)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(wrapped), settle_s)
+            return cursor, stroke
+
         for seg in segments:
+            if seg.uri not in self.texts:  # the typist opens the file and reads it first
+                await asyncio.sleep(max(0.0, next_at - now()))
+                self.open(seg.uri, documents[seg.uri])
+                next_at = now() + seg.read_s
+                await asyncio.sleep(seg.read_s)
             cursor = seg.offset + shift[seg.uri]
             self.edit(seg.uri, cursor, cursor + seg.delete_len, "")  # the rest of the function
             shift[seg.uri] -= seg.delete_len
             for key in seg.keys:
-                await asyncio.sleep(max(0.0, next_at - now()))
-                sent = now()
-                if pending is not None:
-                    msg_id, future, prev = pending
-                    prev.next_s = sent
-                    if not future.done():
-                        self.cancel(msg_id)
-                        prev.cancelled = True
-                if key.backspace:
-                    self.edit(seg.uri, cursor - 1, cursor, "")
-                    cursor -= 1
-                    shift[seg.uri] -= 1
-                else:
-                    self.edit(seg.uri, cursor, cursor, key.text)
-                    cursor += len(key.text)
-                    shift[seg.uri] += len(key.text)
-                stroke = Stroke(
-                    len(self.result.strokes), seg.index, "<BS>" if key.backspace else key.text
-                )
-                stroke.sent_s = sent
-                stroke.request = self.requests + 1
-                msg_id, future = self.request(seg.uri, cursor)
-                future.add_done_callback(self._answered(stroke, t_start))
-                self.result.strokes.append(stroke)
-                pending = (msg_id, future, stroke)
-                next_at = sent + key.gap_after_s
-                if key.settle and settle_s > 0:
-                    # shield: a timeout must not cancel the request itself (the next key
-                    # cancels it over LSP, as an editor would)
-                    wrapped = asyncio.wrap_future(future)
-                    wrapped.add_done_callback(_retrieve)
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(asyncio.shield(wrapped), settle_s)
-                    next_at = max(next_at, now() + 0.05)
+                cursor, stroke = await press(seg, cursor, key, settle=key.settle)
+            move_at = next_at
+            if record and seg.accept and stroke.text and stroke.shown_by(stroke.next_s or now()):
+                through[seg.index] = stroke.text.split("\n")[0][:accept_chars]
+            typing = random.Random(seg.index)  # the same rhythm in every run
+            next_at = now() + 0.3  # the ghost text is read, then typed on through
+            for char in through.get(seg.index, ""):
+                key = Key(seg.index, char, gap_after_s=typing.uniform(0.06, 0.12))
+                cursor, _ = await press(seg, cursor, key, through=True)
+            next_at = max(next_at, move_at)
         await asyncio.sleep(max(0.0, next_at - now()))
         if pending is not None:
             msg_id, future, prev = pending
@@ -405,11 +467,7 @@ class Replayer:
         await self.wait_idle()
         self.result.cpu_s = (spine._process_ticks(self.result.pid) - cpu0) / spine.CLOCK_TICKS
         for stroke in self.result.strokes:
-            stroke.shown = bool(
-                stroke.answered_ms is not None
-                and stroke.chars > 0
-                and stroke.sent_s + stroke.answered_ms / 1000 <= stroke.next_s
-            )
+            stroke.shown = stroke.shown_by(stroke.next_s)
             stroke.latency_ms = stroke.answered_ms if stroke.shown else None
         self.read_log()
 
@@ -422,7 +480,8 @@ class Replayer:
             items = result.items if isinstance(result, types.InlineCompletionList) else result
             if items:
                 text = items[0].insert_text
-                stroke.chars = len(text if isinstance(text, str) else text.value)
+                stroke.text = text if isinstance(text, str) else text.value
+                stroke.chars = len(stroke.text)
 
         return done
 
@@ -565,7 +624,8 @@ def pct(values: list[float], q: float) -> float:
 def summarize(run: RunResult) -> dict[str, Any]:
     strokes = run.strokes
     shown = [s.latency_ms for s in strokes if s.latency_ms is not None]
-    settle = [s for s in strokes if s.index + 1 == len(strokes) or _last_of_segment(s, strokes)]
+    settle = [s for s in strokes if s.settle]
+    through = [s for s in strokes if s.through]
     model = [s for s in strokes if s.status == "model"]
     answered_model = [
         s
@@ -588,6 +648,9 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "settle_shown": sum(1 for s in settle if s.shown),
         "settle_n": len(settle),
         "no_model_call": 1 - len(model) / len(strokes) if strokes else float("nan"),
+        "through_keys": len(through),
+        "through_shown": sum(1 for s in through if s.shown),
+        "through_p50_ms": pct([s.latency_ms for s in through if s.latency_ms is not None], 0.5),
         "cache_served": statuses.get("cache", 0) / len(strokes) if strokes else float("nan"),
         "model_calls": len(model),
         "evaluated": sum(s.evaluated for s in model),
@@ -600,10 +663,6 @@ def summarize(run: RunResult) -> dict[str, Any]:
         "lsp_overhead_pct": 100 * statistics.median(overhead) if overhead else float("nan"),
         "lsp_overhead_n": len(overhead),
     }
-
-
-def _last_of_segment(s: Stroke, strokes: list[Stroke]) -> bool:
-    return s.index + 1 < len(strokes) and strokes[s.index + 1].segment != s.segment
 
 
 def probe_summary(probe: list[dict[str, Any]]) -> dict[str, Any]:
@@ -632,7 +691,7 @@ def print_strokes(run: RunResult) -> None:
     print(f"\n[{run.name}] per keystroke")
     print(
         f"{'#':>3} {'seg':>3} {'key':<8} {'t s':>6} {'status':<10} {'prompt':>6} "
-        f"{'eval':>5} {'gen':>4} {'srv ms':>8} {'answer ms':>9} {'shown':>5}"
+        f"{'eval':>5} {'gen':>4} {'srv ms':>8} {'answer ms':>9} {'shown':>5} note"
     )
     for s in run.strokes:
         srv = f"{s.server_total_ms:8.0f}" if s.server_total_ms is not None else f"{'-':>8}"
@@ -640,7 +699,8 @@ def print_strokes(run: RunResult) -> None:
         print(
             f"{s.index:>3} {s.segment:>3} {s.key!r:<8} {s.sent_s:6.2f} {s.status:<10} "
             f"{s.prompt_tokens:>6} {s.evaluated:>5} {s.generated:>4} {srv} {ans} "
-            f"{'yes' if s.shown else '':>5}"
+            f"{'yes' if s.shown else '':>5} "
+            f"{'end of spot' if s.settle else 'through ghost text' if s.through else ''}"
         )
 
 
@@ -658,6 +718,9 @@ def print_table(ours: dict[str, Any], base: dict[str, Any], probe: dict[str, Any
         ("p95 shown latency ms", "p95_ms", "{:.0f}"),
         ("mean shown latency ms", "mean_ms", "{:.0f}"),
         ("p50 at end of spot ms", "settle_p50_ms", "{:.0f}"),
+        ("keys through ghost text", "through_keys", "{:.0f}"),
+        ("... shown", "through_shown", "{:.0f}"),
+        ("... p50 shown ms", "through_p50_ms", "{:.0f}"),
         ("model calls", "model_calls", "{:.0f}"),
         ("no model call", "no_model_call", "{:.0%}"),
         ("served from cache", "cache_served", "{:.0%}"),
@@ -708,13 +771,24 @@ async def run(args: argparse.Namespace, model: Path, work: Path) -> dict[str, An
     count = spine.count_tokens_with(model)
     rng = random.Random(args.seed)
     documents, segments = make_segments(
-        args.files, args.spots_per_file, args.keystrokes, count, args.prefix_tokens, rng
+        args.files,
+        args.spots_per_file,
+        args.keystrokes,
+        count,
+        args.prefix_tokens,
+        rng,
+        (args.read_min_s, args.read_max_s),
+        args.accept,
     )
     n_keys = sum(len(s.keys) for s in segments)
     print(f"model: {model} ({model.stat().st_size / 1e9:.3f} GB); work dir: {work}")
     for seg in segments:
         prefix_tokens = count(documents[seg.uri][: seg.offset])
-        print(f"spot {seg.index}: {seg.file} at {prefix_tokens} tokens, typing {seg.typed!r}")
+        print(
+            f"spot {seg.index}: {seg.file} at {prefix_tokens} tokens, typing {seg.typed!r}"
+            + (f" after reading the file {seg.read_s:.1f} s" if seg.read_s else "")
+            + (", then on through the ghost text" if seg.accept else "")
+        )
     print(f"{n_keys} keystrokes (seed {args.seed}); settle up to {args.settle_s} s per spot")
     common = {"maxNewTokens": args.max_new_tokens, "nThreads": args.threads, "cpuBuffers": "auto"}
     configs = {
@@ -728,11 +802,14 @@ async def run(args: argparse.Namespace, model: Path, work: Path) -> dict[str, An
     }
     runs: dict[str, RunResult] = {}
     probe_rows: list[dict[str, Any]] = []
+    through: dict[int, str] = {}  # filled by the first run, typed the same by the second
     for name, settings in configs.items():
         replayer = Replayer(name, model, work, settings)
         try:
             await replayer.start()
-            await replayer.replay(documents, segments, args.settle_s)
+            await replayer.replay(
+                documents, segments, args.settle_s, through, not runs, args.accept_chars
+            )
             if name == "phi-lsp" and args.probe > 0:
                 text = spine.stdlib_source(args.probe_source).read_text()
                 doc, typed = spine.build_document(text, count, args.prefix_tokens, args.probe)
@@ -771,33 +848,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model, < 1 minute")
     parser.add_argument("--model", help=f"a GGUF file (default: {PHI1_Q4.name})")
     parser.add_argument("--files", nargs="+", help="stdlib modules to type into")
-    parser.add_argument("--spots-per-file", type=int, default=2)
+    parser.add_argument("--spots-per-file", type=int, help="default 3 (--quick: 2)")
     parser.add_argument("--keystrokes", type=int, help="about this many keys in all")
     parser.add_argument("--prefix-tokens", type=int, default=600, help="file prefix at a spot")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prompt-lookup", type=int, default=0, help="phi-lsp promptLookupTokens")
     parser.add_argument("--settle-s", type=float, help="wait for ghost text at a spot's end")
-    parser.add_argument("--probe", type=int, default=4, help="warm decode-probe requests")
-    parser.add_argument("--probe-source", default="textwrap.py")
+    parser.add_argument("--read-min-s", type=float, help="reading a file just opened (s)")
+    parser.add_argument("--read-max-s", type=float)
+    parser.add_argument(
+        "--accept", type=float, default=0.5, help="share of spots typed on through the ghost text"
+    )
+    parser.add_argument("--accept-chars", type=int, default=12, help="... at most this many chars")
+    parser.add_argument("--probe", type=int, default=8, help="warm decode-probe requests")
+    parser.add_argument("--probe-source", default="difflib.py", help="a file not in the replay")
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--work-dir", type=Path)
     parser.add_argument("--out", type=Path, help="results JSON (default: WORK/results.json)")
     args = parser.parse_args(argv)
     if args.quick:
         args.files = args.files or ["shlex.py", "queue.py", "fnmatch.py"]
+        args.spots_per_file = args.spots_per_file or 2
         args.keystrokes = args.keystrokes or 36
         args.settle_s = 5.0 if args.settle_s is None else args.settle_s
+        read = (1.0, 2.0)
         model = Path(args.model).resolve() if args.model else tiny_model()
     else:
-        args.files = args.files or ["shlex.py", "queue.py"]
-        args.keystrokes = args.keystrokes or 60
+        args.files = args.files or ["shlex.py", "queue.py", "textwrap.py"]
+        args.spots_per_file = args.spots_per_file or 3
+        args.keystrokes = args.keystrokes or 16 * len(args.files) * args.spots_per_file
         args.settle_s = 60.0 if args.settle_s is None else args.settle_s
+        read = (4.0, 8.0)
         model = Path(args.model).resolve() if args.model else PHI1_Q4
         if not model.is_file():
             import phi1_shape
 
             model = phi1_shape.build(phi1_shape.PHI1).gguf_q4_0
+    args.read_min_s = read[0] if args.read_min_s is None else args.read_min_s
+    args.read_max_s = max(args.read_min_s, read[1] if args.read_max_s is None else args.read_max_s)
     work = (args.work_dir or Path(tempfile.mkdtemp(prefix="phi-lsp-replay-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results = asyncio.run(run(args, model, work))
