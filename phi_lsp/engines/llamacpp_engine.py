@@ -84,11 +84,14 @@ class LlamaCppEngine:
                     verbose=False,
                     lora_path=str(lora) if lora else None,
                     use_mmap=self._buffers.use_mmap,
-                    # Draft tokens copied from the prompt, verified in one pass (costs
-                    # logits for every position: opt-in).
+                    # Draft tokens copied from the prompt, verified in one pass. It costs
+                    # logits for every position (n_ctx x n_vocab floats: 419 MB at phi-1's
+                    # size): opt-in. llama-cpp-python sizes that array by `logits_all`, so a
+                    # draft model without it fails on prompts longer than one batch.
                     draft_model=LlamaPromptLookupDecoding(num_pred_tokens=prompt_lookup_tokens)
                     if prompt_lookup_tokens
                     else None,
+                    logits_all=bool(prompt_lookup_tokens),
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
