@@ -323,3 +323,28 @@ async def test_typing_into_a_suggestion_is_served_without_a_model_call(
     log_text = (tmp_path / "server.log").read_text()
     assert log_text.count(" cache hit ") == 1
     assert log_text.count(" mode=line prompt_tokens=") == 1  # one model call in all
+
+
+async def test_a_file_is_prefilled_when_opened(
+    tmp_path: Path, tiny_model: TinyModel, backend: str
+) -> None:
+    """After didOpen the engine fills its cache: the first request evaluates only its line."""
+    lines = (SOURCE * 12).splitlines(keepends=True)  # ~600 tokens, all of it before the cursor
+    text = "".join(lines)
+    line, character = len(lines) - 1, len(lines[-1])  # "        return self.items."
+    log_file = tmp_path / "server.log"
+    async with lsp_session(tmp_path, settings_for(tiny_model, backend)) as client:
+        await wait_for_loads(client)
+        uri = (tmp_path / "long.py").as_uri()
+        open_document(client, uri, text)
+
+        async def prefilled() -> None:
+            while f"warm {uri} evaluated=" not in log_file.read_text():
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(prefilled(), 60)  # a hang guard, not a speed check
+        await inline_completion(client, uri, line, character)
+    request = next(x for x in log_file.read_text().splitlines() if " prompt_tokens=" in x)
+    fields = dict(part.split("=", 1) for part in request.split() if "=" in part)
+    assert int(fields["prompt_tokens"]) > 400
+    assert int(fields["evaluated"]) <= 12  # the cursor's line (+ a re-tokenised seam)
