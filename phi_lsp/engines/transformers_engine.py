@@ -213,15 +213,19 @@ class TransformersEngine:
         # A token that never matches: every token of `ids` that is cached can be reused.
         reused, cache = self._reusable_cache([*ids, -1])
         done = reused
-        with torch.inference_mode():
-            while done < len(ids) and not stop.is_set():
-                piece = ids[done : done + WARM_CHUNK]
-                self.model(
-                    input_ids=torch.tensor([piece], device=self.model.device),
-                    past_key_values=cache,
-                    use_cache=True,
-                )
-                done += len(piece)
+        try:
+            with torch.inference_mode():
+                while done < len(ids) and not stop.is_set():
+                    piece = ids[done : done + WARM_CHUNK]
+                    self.model(
+                        input_ids=torch.tensor([piece], device=self.model.device),
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                    done += len(piece)
+        except BaseException:
+            self._cache, self._cache_ids = None, []  # a half-filled cache: start over
+            raise
         self._cache, self._cache_ids = cache, ids[:done]
         return done - reused
 
