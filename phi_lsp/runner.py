@@ -118,7 +118,10 @@ class EngineRunner:
             return
         self._warm_stop.set()
         self._warm_stop = stop = threading.Event()
-        future = self._executor.submit(_guarded, work, engine, stop)
+        try:
+            future = self._executor.submit(_guarded, work, engine, stop)
+        except RuntimeError:  # shut down: nothing more will run
+            return
         future.add_done_callback(_log_warm_failure)
 
     def forget(self, key: str) -> None:

@@ -59,3 +59,10 @@ async def test_a_newer_warm_replaces_a_queued_one() -> None:
 
 class _Warms:
     warms = True
+
+
+def test_warm_after_shutdown_is_a_no_op() -> None:
+    runner = EngineRunner()
+    runner.engine = _Warms()  # type: ignore[assignment]
+    runner.shutdown()
+    runner.warm(lambda engine, stop: 0)  # a didOpen that arrives after `shutdown`
