@@ -34,6 +34,11 @@ def prompt_budget(engine: Engine, settings: Settings) -> int:
     return max(0, n_ctx - settings.max_new_tokens)
 
 
+def engine_prompt(engine: Engine, prefix: str, settings: Settings) -> str:
+    """What the model sees for the text before the cursor (`suggest` and `warm` share it)."""
+    return build_prompt(prefix, prompt_budget(engine, settings), lambda s: len(engine.tokenize(s)))
+
+
 def suggest(
     engine: Engine, text: str, offset: int, settings: Settings, stop: threading.Event
 ) -> Suggestion:
@@ -42,9 +47,7 @@ def suggest(
     ctx = cursor_context(text, offset)
     if not should_complete(ctx):
         return Suggestion("", ctx.mode)
-    prompt = build_prompt(
-        ctx.prefix, prompt_budget(engine, settings), lambda s: len(engine.tokenize(s))
-    )
+    prompt = engine_prompt(engine, ctx.prefix, settings)
     t_prompt = time.perf_counter()
     budget = settings.max_latency_ms
     request = GenerationRequest(
@@ -76,12 +79,10 @@ def warm(engine: Engine, text: str, offset: int, settings: Settings, stop: threa
     """Prefill the prompt up to the start of the cursor's line; the tokens evaluated.
 
     Called while the user types (no request reaches the engine during a burst), so that when
-    they pause only the current line is left to evaluate. The prompt is built exactly as
-    `suggest` builds it, so the engine's prefix cache matches.
+    they pause only the current line is left to evaluate. The prompt comes from the same
+    `engine_prompt` as `suggest`'s, so the engine's prefix cache matches.
     """
-    prompt = build_prompt(
-        text[:offset], prompt_budget(engine, settings), lambda s: len(engine.tokenize(s))
-    )
+    prompt = engine_prompt(engine, text[:offset], settings)
     stable = prompt[: prompt.rfind("\n") + 1]
     return engine.warm(stable, stop) if stable else 0
 
