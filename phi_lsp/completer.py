@@ -73,8 +73,7 @@ class Completer:
             )
             return Suggestion(cached, mode="cache", cached=True)
         self._latest[uri] = request_id
-        self._warm_line(uri, text, offset)
-        if not await self._debounce(uri, request_id):
+        if not await self._debounce(uri, request_id, text, offset):
             log.info("req %d superseded while debouncing", request_id)
             return None
         settings = self.settings()
@@ -133,8 +132,12 @@ class Completer:
         if self.failures == 2:
             self.report(f"phi-lsp: completions are failing: {exc}")
 
-    async def _debounce(self, uri: str, request_id: int) -> bool:
-        """Wait as the settings say; False when a newer request for `uri` arrived meanwhile."""
+    async def _debounce(self, uri: str, request_id: int, text: str, offset: int) -> bool:
+        """Wait as the settings say; False when a newer request for `uri` arrived meanwhile.
+
+        The engine prefills the lines above the cursor during the wait (a request that does not
+        wait would stop that prefill before it began).
+        """
         setting = self.settings().debounce_ms
         rhythm = self._rhythms.get(uri)
         if setting is not None:
@@ -142,6 +145,7 @@ class Completer:
         else:
             wait = rhythm.delay(time.monotonic(), MAX_DEBOUNCE_S) if rhythm else 0.0
         if wait > 0:
+            self._warm_line(uri, text, offset)
             await asyncio.sleep(wait)
         return self._latest.get(uri) == request_id
 
