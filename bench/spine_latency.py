@@ -61,6 +61,7 @@ from lsprotocol import types  # noqa: E402
 
 from phi_lsp.context import cursor_context, scan, should_complete  # noqa: E402
 from phi_lsp.engines import llama_buffers  # noqa: E402
+from phi_lsp.engines.base import common_prefix  # noqa: E402
 from phi_lsp.prompt import build_prompt  # noqa: E402
 
 LOAD_TIMEOUT_S = 900
@@ -466,7 +467,7 @@ class Direct:
         for step in steps:
             prompt = build_prompt(step.document, budget, lambda s: len(self.tokenize(s)))
             tokens = self.tokenize(prompt)
-            cached = common_prefix(list(llm._input_ids[: llm.n_tokens]), tokens)
+            cached = common_prefix(llm._input_ids[: llm.n_tokens], tokens)
             want = max(1, step.server_int("generated"))
             out: list[int] = []
             wait_until_quiet(pids, *quiet)
@@ -499,15 +500,6 @@ class Direct:
 
     def close(self) -> None:
         self.llm.close()
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 # --- report ----------------------------------------------------------------------------------

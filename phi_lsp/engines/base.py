@@ -7,9 +7,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
+
+
+def common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
+    """How many leading tokens `a` and `b` share: what a KV cache of `a` can serve for `b`."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class ModelLoadError(Exception):

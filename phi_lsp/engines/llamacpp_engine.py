@@ -18,7 +18,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError, common_prefix
 from phi_lsp.engines.llama_buffers import weight_buffers
 from phi_lsp.model_check import GGUFInfo, check_gguf
 
@@ -114,13 +114,7 @@ class LlamaCppEngine:
 
     def cached_prefix(self, tokens: list[int]) -> int:
         """How many leading tokens of `tokens` are already in the KV cache."""
-        cached = self.llm._input_ids[: self.llm.n_tokens]
-        n = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            n += 1
-        return n
+        return common_prefix(self.llm._input_ids[: self.llm.n_tokens], tokens)
 
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
         t0 = time.perf_counter()

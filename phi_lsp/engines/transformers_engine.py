@@ -23,7 +23,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError, common_prefix
 from phi_lsp.model_check import check_hf_folder
 
 log = logging.getLogger(__name__)
@@ -236,12 +236,7 @@ class TransformersEngine:
         """
         if self._cache is None:
             return 0, DynamicCache(config=self.model.config)
-        common = 0
-        for a, b in zip(self._cache_ids, ids, strict=False):
-            if a != b:
-                break
-            common += 1
-        reuse = min(common, len(ids) - 1)
+        reuse = min(common_prefix(self._cache_ids, ids), len(ids) - 1)
         if reuse <= 0:
             return 0, DynamicCache(config=self.model.config)
         extra = self._cache.get_seq_length() - reuse
