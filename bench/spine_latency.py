@@ -305,6 +305,57 @@ async def drain(stream: asyncio.StreamReader | None, sink: Path) -> None:
             f.flush()
 
 
+@dataclass
+class Session:
+    """A started, initialized `phi-lsp serve` whose model load has ended."""
+
+    client: Any
+    pid: int
+    stderr_task: asyncio.Future[None]
+    load_s: float
+    message: str
+
+
+async def open_session(
+    command: list[str], work: Path, settings: dict[str, Any], stderr_file: Path
+) -> Session:
+    """Start the server (its stderr to a file), initialize it and wait for the model load."""
+    from pytest_lsp import ClientServerConfig
+
+    env = {
+        **os.environ,
+        "PHI_LSP_HOME": str(work / "home"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.getenv("PYTHONPATH")])),
+    }
+    client = await ClientServerConfig(server_command=command, server_env=env).start()
+    # pytest-lsp copies the server's stderr to ours; send it to a file instead.
+    forwarder = getattr(client, "_stderr_forwarder", None)
+    if forwarder is not None:
+        forwarder.cancel()
+    process = client._server
+    stderr_task = asyncio.ensure_future(drain(process.stderr, stderr_file))
+    client.set_configuration(settings, section="phiLsp")
+    t0 = time.perf_counter()
+    await client.initialize_session(
+        types.InitializeParams(capabilities=client_capabilities(), root_uri=work.as_uri())
+    )
+    message = await asyncio.wait_for(load_end(client), LOAD_TIMEOUT_S)
+    if "ready" not in message:
+        raise SystemExit(f"the server did not load the model: {message}")
+    return Session(client, process.pid, stderr_task, time.perf_counter() - t0, message)
+
+
+async def close_session(client: Any, stderr_task: asyncio.Future[None] | None) -> None:
+    """Shut the server down (if it still runs) and stop reading its stderr."""
+    try:
+        if client._server is not None and client._server.returncode is None:
+            await asyncio.wait_for(client.shutdown_session(), 60)
+    finally:
+        await client.stop()
+        if stderr_task is not None:
+            stderr_task.cancel()
+
+
 class Editor:
     """A pytest-lsp client driving one `phi-lsp serve` subprocess."""
 
@@ -318,35 +369,13 @@ class Editor:
         self._stderr_task: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        from pytest_lsp import ClientServerConfig
-
-        env = {
-            **os.environ,
-            "PHI_LSP_HOME": str(self.work / "home"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.getenv("PYTHONPATH")])),
-        }
-        config = ClientServerConfig(server_command=self.info.command, server_env=env)
-        self.client = client = await config.start()
-        # pytest-lsp copies the server's stderr to ours; send it to a file instead.
-        forwarder = getattr(client, "_stderr_forwarder", None)
-        if forwarder is not None:
-            forwarder.cancel()
-        process = client._server
-        self.info.pid = process.pid
-        self._stderr_task = asyncio.ensure_future(
-            drain(process.stderr, self.work / "server.stderr")
+        session = await open_session(
+            self.info.command, self.work, self.settings, self.work / "server.stderr"
         )
-        client.set_configuration(self.settings, section="phiLsp")
-        t0 = time.perf_counter()
-        await client.initialize_session(
-            types.InitializeParams(capabilities=client_capabilities(), root_uri=self.work.as_uri())
-        )
-        message = await asyncio.wait_for(load_end(client), LOAD_TIMEOUT_S)
-        self.info.load_s = time.perf_counter() - t0
-        self.info.load_message = message
-        print(f"server: pid {process.pid}, loaded in {self.info.load_s:.1f} s: {message}")
-        if "ready" not in message:
-            raise SystemExit(f"the server did not load the model: {message}")
+        self.client, self._stderr_task = session.client, session.stderr_task
+        self.info.pid, self.info.load_s = session.pid, session.load_s
+        self.info.load_message = session.message
+        print(f"server: pid {session.pid}, loaded in {session.load_s:.1f} s: {session.message}")
 
     async def run_round(self, steps: list[Step], quiet: Quiet) -> None:
         client = self.client
@@ -415,13 +444,7 @@ class Editor:
         status = proc_status(self.info.pid)
         self.info.vm_hwm_kb = status.get("VmHWM", 0)
         self.info.vm_rss_kb = status.get("VmRSS", 0)
-        try:
-            if self.client._server is not None and self.client._server.returncode is None:
-                await asyncio.wait_for(self.client.shutdown_session(), 60)
-        finally:
-            await self.client.stop()
-            if self._stderr_task is not None:
-                self._stderr_task.cancel()
+        await close_session(self.client, self._stderr_task)
 
 
 # --- llama-cpp-python directly ---------------------------------------------------------------

@@ -82,7 +82,6 @@ from lsprotocol import types  # noqa: E402
 
 PHI1_Q4 = BENCH_DIR / ".models" / "phi1-shape" / "phi1-shape-q4_0.gguf"
 TINY_DIR = BENCH_DIR / ".models" / "tiny-replay"
-LOAD_TIMEOUT_S = 900
 DRAIN_TIMEOUT_S = 120
 
 
@@ -294,37 +293,12 @@ class Replayer:
         self._stderr: asyncio.Future[None] | None = None
 
     async def start(self) -> None:
-        from pytest_lsp import ClientServerConfig
-
         command = spine.server_command(self.model, Path(self.result.log_file))
-        env = {
-            **os.environ,
-            "PHI_LSP_HOME": str(self.work / "home"),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.getenv("PYTHONPATH")])),
-        }
-        self.client = client = await ClientServerConfig(
-            server_command=command, server_env=env
-        ).start()
-        forwarder = getattr(client, "_stderr_forwarder", None)
-        if forwarder is not None:
-            forwarder.cancel()
-        process = client._server
-        self.result.pid = process.pid
-        self._stderr = asyncio.ensure_future(
-            spine.drain(process.stderr, self.work / f"{self.result.name}.stderr")
-        )
-        client.set_configuration(self.result.settings, section="phiLsp")
-        t0 = time.perf_counter()
-        await client.initialize_session(
-            types.InitializeParams(
-                capabilities=spine.client_capabilities(), root_uri=self.work.as_uri()
-            )
-        )
-        message = await asyncio.wait_for(spine.load_end(self.client), LOAD_TIMEOUT_S)
-        self.result.load_s = time.perf_counter() - t0
-        print(f"[{self.result.name}] pid {process.pid}, {message}", flush=True)
-        if "ready" not in message:
-            raise SystemExit(f"the server did not load the model: {message}")
+        stderr_file = self.work / f"{self.result.name}.stderr"
+        session = await spine.open_session(command, self.work, self.result.settings, stderr_file)
+        self.client, self._stderr = session.client, session.stderr_task
+        self.result.pid, self.result.load_s = session.pid, session.load_s
+        print(f"[{self.result.name}] pid {session.pid}, {session.message}", flush=True)
 
     def open(self, uri: str, text: str) -> None:
         self.texts[uri], self.versions[uri] = text, 1
@@ -546,13 +520,7 @@ class Replayer:
         if self.client is None:
             return
         self.result.vm_hwm_kb = spine.proc_status(self.result.pid).get("VmHWM", 0)
-        try:
-            if self.client._server is not None and self.client._server.returncode is None:
-                await asyncio.wait_for(self.client.shutdown_session(), 60)
-        finally:
-            await self.client.stop()
-            if self._stderr is not None:
-                self._stderr.cancel()
+        await spine.close_session(self.client, self._stderr)
 
 
 def _retrieve(future: Any) -> None:
