@@ -156,35 +156,11 @@ def training_files(limit: int | None = None) -> list[Path]:
 
 def build_tokenizer(shape: Shape) -> PreTrainedTokenizerFast:
     """A GPT-2 style byte-level BPE of `shape.bpe_vocab` tokens plus whitespace-run tokens."""
-    from tokenizers import (
-        AddedToken,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        processors,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
+    sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the tests' tiny model trains it too
+    from tinymodel import build_tokenizer as train_bpe
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=shape.bpe_vocab,
-        special_tokens=[ENDOFTEXT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     files = training_files(limit=120 if shape.vocab_size < 10_000 else None)
-    tok.train([str(p) for p in files], trainer)
-    tok.add_tokens(
-        [AddedToken(t, normalized=False, special=False) for t in shape.whitespace_tokens]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT
-    )
+    return train_bpe(files, shape.bpe_vocab, shape.whitespace_tokens)
 
 
 def _build_hf(shape: Shape, hf_dir: Path) -> None:

@@ -46,8 +46,16 @@ def training_files(n: int = N_TRAIN_FILES) -> list[Path]:
     return files[:n]
 
 
-def build_tokenizer(files: list[Path]) -> PreTrainedTokenizerFast:
-    """Train a GPT-2 style byte-level BPE and wrap it as a transformers fast tokenizer."""
+def build_tokenizer(
+    files: list[Path],
+    vocab_size: int = TOKENIZER_VOCAB,
+    whitespace_tokens: tuple[str, ...] = WHITESPACE_TOKENS,
+) -> PreTrainedTokenizerFast:
+    """Train a GPT-2 style byte-level BPE and wrap it as a transformers fast tokenizer.
+
+    `whitespace_tokens` are added as plain tokens, as CodeGen (phi-1's tokenizer) adds its
+    whitespace runs. bench/phi1_shape.py builds phi-1's full-size vocabulary with it too.
+    """
     from tokenizers import (
         AddedToken,
         Tokenizer,
@@ -64,13 +72,13 @@ def build_tokenizer(files: list[Path]) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB,
+        vocab_size=vocab_size,
         special_tokens=[ENDOFTEXT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train([str(p) for p in files], trainer)
-    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in WHITESPACE_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in whitespace_tokens])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT, unk_token=ENDOFTEXT
     )
