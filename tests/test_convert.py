@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
-from tinymodel import ENDOFTEXT, WHITESPACE_TOKENS, TinyModel, build_tiny_model
+from tinymodel import ENDOFTEXT, WHITESPACE_TOKENS, TinyModel, build_tiny_model, llama_greedy
 
 from phi_lsp import convert
 from phi_lsp.convert import convert_hf_to_gguf
@@ -171,15 +171,6 @@ def test_logits_match_hf(llm_f32: Any, hf_model: Any, hf_tokenizer: Any) -> None
     assert float(np.abs(ours - ref).max()) < 1e-3
 
 
-def _llama_greedy(llm: Any, ids: list[int], n: int) -> list[int]:
-    out: list[int] = []
-    for tok in llm.generate(ids, temp=0.0, repeat_penalty=1.0, reset=True):
-        out.append(int(tok))
-        if len(out) == n:
-            break
-    return out
-
-
 def test_greedy_continuation_matches_hf(llm_f32: Any, hf_model: Any, hf_tokenizer: Any) -> None:
     ids = _hf_ids(hf_tokenizer, PROMPT)
     with torch.no_grad():
@@ -187,7 +178,7 @@ def test_greedy_continuation_matches_hf(llm_f32: Any, hf_model: Any, hf_tokenize
             torch.tensor([ids]), do_sample=False, max_new_tokens=N_GREEDY, pad_token_id=0
         )
     ref = gen[0, len(ids) :].tolist()
-    ours = _llama_greedy(llm_f32, ids, N_GREEDY)
+    ours = llama_greedy(llm_f32, ids, N_GREEDY)
     eos = hf_tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     if eos in ours:  # HF stops after eos; llama.cpp's generate() does not
         ours = ours[: ours.index(eos) + 1]

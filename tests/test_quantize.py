@@ -18,7 +18,7 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
-from tinymodel import TinyModel
+from tinymodel import TinyModel, llama_greedy
 
 from phi_lsp.quantize import quantize_gguf
 
@@ -65,13 +65,7 @@ def _open(path: Path, **kwargs: Any) -> Any:
 
 
 def _greedy(llm: Any, prompt: str, n: int = N_TOKENS) -> list[int]:
-    ids = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
-    out: list[int] = []
-    for tok in llm.generate(ids, temp=0.0, repeat_penalty=1.0, reset=True):
-        out.append(int(tok))
-        if len(out) == n:
-            break
-    return out
+    return llama_greedy(llm, llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False), n)
 
 
 def _file_type(path: Path) -> int:

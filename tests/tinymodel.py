@@ -120,6 +120,16 @@ def build_tiny_model(root: Path) -> TinyModel:
     return TinyModel(hf_dir=hf_dir, gguf_f32=gguf_f32, gguf_f16=gguf_f16)
 
 
+def llama_greedy(llm: Any, ids: list[int], n: int) -> list[int]:
+    """The first `n` greedy tokens llama-cpp-python generates after `ids` (from an empty cache)."""
+    out: list[int] = []
+    for tok in llm.generate(ids, temp=0.0, repeat_penalty=1.0, reset=True):
+        out.append(int(tok))
+        if len(out) == n:
+            break
+    return out
+
+
 # --- tiny phi-3 -------------------------------------------------------------------------------
 
 SPIECE = "\u2581"  # ▁: SentencePiece's visible space
