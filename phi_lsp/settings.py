@@ -188,3 +188,21 @@ def settings_from_client(raw: Any) -> dict[str, Any]:
     if isinstance(inner, dict):
         return inner
     return raw
+
+
+def wire_schema() -> dict[str, dict[str, Any]]:
+    """Each setting's JSON schema by its camelCase key, as editors' settings schemas want it.
+
+    pydantic writes `int | None` as anyOf[{type: integer, bounds}, {type: null}]; here that is
+    one dict with `type: ["integer", "null"]` and the bounds.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, schema in Settings.model_json_schema(by_alias=True)["properties"].items():
+        merged = {k: v for k, v in schema.items() if k != "anyOf"}
+        if "anyOf" in schema:
+            merged["type"] = []
+            for option in schema["anyOf"]:
+                merged["type"].append(option["type"])
+                merged.update({k: v for k, v in option.items() if k != "type"})
+        out[name] = merged
+    return out

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from phi_lsp.settings import SECTION, Settings
+from phi_lsp.settings import SECTION, wire_schema
 
 EXT = Path(__file__).resolve().parents[1] / "vscode-extension"
 PROPERTIES: dict[str, dict[str, Any]] = json.loads((EXT / "package.json").read_text())[
@@ -28,23 +28,10 @@ CLIENT_ONLY = {f"{SECTION}.serverCommand", f"{SECTION}.pythonPath", f"{SECTION}.
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 
-def _flatten(schema: dict[str, Any]) -> dict[str, Any]:
-    """pydantic's `int | None` is anyOf[{type: integer, bounds}, {type: null}]: one dict."""
-    if "anyOf" not in schema:
-        return schema
-    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "anyOf"}
-    merged["type"] = []
-    for option in schema["anyOf"]:
-        merged["type"].append(option["type"])
-        merged.update({k: v for k, v in option.items() if k != "type"})
-    return merged
-
-
 def test_package_json_contributes_every_server_setting_as_the_server_defines_it() -> None:
-    server = Settings.model_json_schema(by_alias=True)["properties"]
+    server = wire_schema()
     assert set(PROPERTIES) - CLIENT_ONLY == {f"{SECTION}.{name}" for name in server}
-    for name, raw in server.items():
-        field = _flatten(raw)
+    for name, field in server.items():
         prop = PROPERTIES[f"{SECTION}.{name}"]
         where = f"{SECTION}.{name}"
         assert prop["default"] == field.get("default"), where

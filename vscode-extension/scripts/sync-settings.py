@@ -20,7 +20,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from pydantic.alias_generators import to_camel  # noqa: E402
 
-from phi_lsp.settings import ENGINE_KEYS, SECTION, Settings  # noqa: E402
+from phi_lsp.settings import ENGINE_KEYS, SECTION, wire_schema  # noqa: E402
 
 CLIENT_FIRST = ["serverCommand", "pythonPath"]
 CLIENT_LAST = ["trace.server"]
@@ -30,23 +30,10 @@ INITIALIZE_ONLY = {"completionFallback"}
 BOUNDS = ("minimum", "maximum", "minLength", "maxLength", "pattern")
 
 
-def flatten(schema: dict[str, Any]) -> dict[str, Any]:
-    """pydantic writes `int | None` as anyOf[{type: integer, bounds}, {type: null}]."""
-    if "anyOf" not in schema:
-        return schema
-    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "anyOf"}
-    merged["type"] = []
-    for option in schema["anyOf"]:
-        merged["type"].append(option["type"])
-        merged.update({k: v for k, v in option.items() if k != "type"})
-    return merged
-
-
 def server_properties() -> dict[str, dict[str, Any]]:
     engine = {to_camel(k) for k in ENGINE_KEYS}
     result: dict[str, dict[str, Any]] = {}
-    for name, raw in Settings.model_json_schema(by_alias=True)["properties"].items():
-        field = flatten(raw)
+    for name, field in wire_schema().items():
         prop: dict[str, Any] = {"type": field["type"]}
         if "enum" in field:
             prop["enum"] = field["enum"]
