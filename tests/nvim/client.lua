@@ -4,39 +4,12 @@
 --      PHI_FLOW ('completion' on 0.11, 'inline' on 0.12), PHI_LINE (1-based line of
 --      "    return" in the add() stub), PHI_OUT (result JSON).
 -- Every step writes what it saw into `out`; the pytest side makes the assertions.
-local out = { steps = {} }
-local finished = false
-
-local function finish()
-  if finished then
-    return
-  end
-  finished = true
-  vim.fn.writefile({ vim.json.encode(out) }, os.getenv('PHI_OUT'))
-  vim.cmd('qa!')
-end
+local h = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)), 'harness.lua'))
+local out, finish, wait_for = h.out, h.finish, h.wait_for
+out.steps = {}
 
 local function step(name)
   table.insert(out.steps, name)
-end
-
--- Wait without blocking the event loop (typeahead, LSP replies and timers keep running).
-local function wait_for(cond, timeout_ms, what)
-  local t0 = vim.uv.hrtime()
-  while true do
-    local ok, value = pcall(cond)
-    if ok and value then
-      return value
-    end
-    if (vim.uv.hrtime() - t0) / 1e6 > timeout_ms then
-      error('timed out waiting for ' .. what, 0)
-    end
-    local me = coroutine.running()
-    vim.defer_fn(function()
-      coroutine.resume(me)
-    end, 50)
-    coroutine.yield()
-  end
 end
 
 local function feed(keys, mode)

@@ -1,11 +1,8 @@
 -- Headless Neovim 0.11 drives phi-lsp: attach, wait for the model, ask for a completion at
 -- the cursor both with a raw request and through the omnifunc popup, write the results.
 -- nvim --headless --clean -u complete.lua FILE   (env: PHI_CMD = JSON list, PHI_LINE, PHI_COL, PHI_OUT)
-local out = {}
-local function finish()
-  vim.fn.writefile({ vim.json.encode(out) }, os.getenv('PHI_OUT'))
-  vim.cmd('qa!')
-end
+local h = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)), 'harness.lua'))
+local out, finish = h.out, h.finish
 
 local function main()
   local line, col = tonumber(os.getenv('PHI_LINE')), tonumber(os.getenv('PHI_COL'))

@@ -2,33 +2,8 @@
 -- buffer exactly as the server sent it (no second indentation from 'autoindent').
 --   nvim --headless --clean -u multiline.lua FILE.py
 -- env: PHI_NVIM_DIR, PHI_CMD (JSON list: a stub server), PHI_LINE (1-based), PHI_OUT
-local out = {}
-local finished = false
-local function finish()
-  if not finished then
-    finished = true
-    vim.fn.writefile({ vim.json.encode(out) }, os.getenv('PHI_OUT'))
-    vim.cmd('qa!')
-  end
-end
-
-local function wait_for(cond, timeout_ms, what)
-  local t0 = vim.uv.hrtime()
-  while true do
-    local ok, value = pcall(cond)
-    if ok and value then
-      return value
-    end
-    if (vim.uv.hrtime() - t0) / 1e6 > timeout_ms then
-      error('timed out waiting for ' .. what, 0)
-    end
-    local me = coroutine.running()
-    vim.defer_fn(function()
-      coroutine.resume(me)
-    end, 50)
-    coroutine.yield()
-  end
-end
+local h = dofile(vim.fs.joinpath(vim.fs.dirname(debug.getinfo(1, 'S').source:sub(2)), 'harness.lua'))
+local out, finish, wait_for = h.out, h.finish, h.wait_for
 
 vim.opt.runtimepath:prepend(os.getenv('PHI_NVIM_DIR'))
 vim.lsp.config('phi_lsp', { cmd = vim.json.decode(os.getenv('PHI_CMD')) })
