@@ -99,7 +99,8 @@ class Completer:
         if self.failures:
             log.info("the engine answers again after %d failure(s)", self.failures)
             self.failures = 0
-        self.cache.put(uri, prefix, line_suffix, result.text)
+        healed = "" if result.forced else result.healed
+        self.cache.put(uri, prefix, line_suffix, result.text, healed)
         return result
 
     def opened(self, uri: str, text: str) -> None:

@@ -26,6 +26,10 @@ class Suggestion:
     generation: Generation | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: bool = False  # served from the typed-ahead cache, no model call
+    # The end of the prefix the model wrote again (token healing), and whether healing had
+    # to overrule the model's own first choice to get it (see engines/healing.py).
+    healed: str = ""
+    forced: bool = False
 
 
 def prompt_budget(engine: Engine, settings: Settings) -> int:
@@ -35,7 +39,13 @@ def prompt_budget(engine: Engine, settings: Settings) -> int:
 
 
 def engine_prompt(engine: Engine, prefix: str, settings: Settings) -> str:
-    """What the model sees for the text before the cursor (`suggest` and `warm` share it)."""
+    """What the model sees for the text before the cursor (`suggest` and `warm` share it).
+
+    Line breaks are "\\n" whatever the document uses: phi-1 learned code from "\\n" files, and
+    in a CRLF file it would otherwise continue as if it had never seen one (`finish` gives the
+    suggestion the document's line breaks back).
+    """
+    prefix = prefix.replace("\r\n", "\n")
     return build_prompt(prefix, prompt_budget(engine, settings), lambda s: len(engine.tokenize(s)))
 
 
@@ -56,6 +66,7 @@ def suggest(
         temperature=settings.temperature,
         is_done=lambda partial: is_complete(partial, ctx),
         fresh=not settings.prefix_cache,
+        heal=settings.token_healing,
         deadline=None
         if budget is None
         else time.monotonic() - (time.perf_counter() - t0) + budget / 1000,
@@ -72,7 +83,11 @@ def suggest(
         "engine": (t_gen - t_prompt) * 1000,
         "postprocess": (t_end - t_gen) * 1000,
     }
-    return Suggestion(out, ctx.mode, prompt, generation, timings)
+    healed = generation.healed.replace("\n", "\r\n") if "\r\n" in text else generation.healed
+    healed = healed if ctx.prefix.endswith(healed) else ""
+    return Suggestion(
+        out, ctx.mode, prompt, generation, timings, healed=healed, forced=generation.forced
+    )
 
 
 def warm(engine: Engine, text: str, offset: int, settings: Settings, stop: threading.Event) -> int:

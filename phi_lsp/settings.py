@@ -116,6 +116,13 @@ class Settings(BaseModel):
         description="Reuse the engine's KV cache for the prompt prefix shared with the last "
         "request (off only to measure what it saves).",
     )
+    token_healing: Literal["word", "token", "off"] = Field(
+        "word",
+        description="When the cursor splits a token (mid-word, after a space), give the "
+        "split end of the prompt back to the model and have it write that again: `word` "
+        "backs up over the last word, operator or space run; `token` only over the last "
+        "token; `off` never.",
+    )
     max_latency_ms: int | None = Field(
         None,
         ge=50,

@@ -2,7 +2,15 @@
 
 When the user types characters that match the suggestion on screen, the rest of it is still
 the model's answer: serve it without a model call (Tabby's "forwarding" cache, llama.vim's
-look-back). A backspace into text the suggestion came after works the same way backwards.
+look-back).
+
+A backspace is served only where the model is known to say the same thing. With token healing
+the model wrote the end of the prefix again before its suggestion; when it did so of its own
+choice (healing never overruled it), that text plus the suggestion is its answer from where the
+healed part starts, so the entry is kept from there and every cursor inside the healed part is
+a forward hit. Deleting further back, or into text the model did not choose, asks the model:
+serving the deleted characters back in front of the suggestion would show, after a typo and a
+Backspace, the typo again.
 
 Entries are kept per document in a small LRU. An entry remembers the prefix it was made for by
 its length, its last `TAIL` characters and a hash of the whole of it, so a lookup never keeps or
@@ -39,8 +47,13 @@ class SuggestionCache:
         self.hits = 0
         self.misses = 0
 
-    def put(self, uri: str, prefix: str, line_suffix: str, text: str) -> None:
-        """Remember that `text` was suggested after `prefix` (with `line_suffix` after it)."""
+    def put(self, uri: str, prefix: str, line_suffix: str, text: str, healed: str = "") -> None:
+        """Remember that `text` was suggested after `prefix` (with `line_suffix` after it).
+
+        `healed`: the end of `prefix` that the model wrote again, unforced, before `text`.
+        """
+        if healed and prefix.endswith(healed):
+            prefix, text = prefix[: len(prefix) - len(healed)], healed + text
         if not text:
             return
         entries = self._docs.setdefault(uri, OrderedDict())
@@ -79,19 +92,10 @@ def _continue(entry: _Entry, prefix: str, line_suffix: str) -> str | None:
     if line_suffix != entry.line_suffix:
         return None
     typed = len(prefix) - entry.prefix_len
-    if typed >= 0:
-        # The user typed `typed` characters since: they must be the suggestion's start.
-        if typed >= len(entry.text) or not prefix.endswith(entry.text[:typed]):
-            return None
-        before = prefix[: entry.prefix_len]
-        if not before.endswith(entry.prefix_tail) or _digest(before) != entry.prefix_hash:
-            return None
-        return entry.text[typed:]
-    # Backspace: the deleted characters come back in front of the suggestion.
-    deleted = -typed
-    if deleted > len(entry.prefix_tail) or "\n" in entry.prefix_tail[-deleted:]:
+    # The user typed `typed` characters since: they must be the suggestion's start.
+    if typed < 0 or typed >= len(entry.text) or not prefix.endswith(entry.text[:typed]):
         return None
-    restored = prefix + entry.prefix_tail[-deleted:]
-    if _digest(restored) != entry.prefix_hash:
+    before = prefix[: entry.prefix_len]
+    if not before.endswith(entry.prefix_tail) or _digest(before) != entry.prefix_hash:
         return None
-    return entry.prefix_tail[-deleted:] + entry.text
+    return entry.text[typed:]

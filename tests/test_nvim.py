@@ -16,6 +16,7 @@ from tinymodel import TinyModel
 from phi_lsp.context import cursor_context
 from phi_lsp.engines.base import GenerationRequest
 from phi_lsp.postprocess import postprocess
+from phi_lsp.settings import Settings
 
 SCRIPT = Path(__file__).parent / "nvim" / "complete.lua"
 SOURCE = (
@@ -37,7 +38,10 @@ def test_neovim_gets_the_suggestion_through_completion(
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
-    raw = engine.generate(GenerationRequest(SOURCE, max_new_tokens=24), threading.Event()).text
+    raw = engine.generate(
+        GenerationRequest(SOURCE, max_new_tokens=24, heal=Settings().token_healing),
+        threading.Event(),
+    ).text
     engine.close()
     want = postprocess(raw, cursor_context(SOURCE, len(SOURCE)))
     assert want, "the tiny model should suggest something here"

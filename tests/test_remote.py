@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -20,6 +21,7 @@ from tinymodel import TinyModel
 from phi_lsp.context import cursor_context
 from phi_lsp.engines.base import GenerationRequest
 from phi_lsp.postprocess import postprocess
+from phi_lsp.settings import Settings
 
 pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
 
@@ -74,11 +76,25 @@ def upstream(tiny_model: TinyModel, tmp_path: Path) -> Iterator[str]:
     process.wait()
 
 
+@pytest.fixture(scope="module")
+def upstream_trained(
+    trained_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An upstream serving the model that memorised LESSONS (one per module)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("upstream") / "upstream.log"
+    process = start_upstream(trained_model.gguf_f32, port, log)
+    yield f"http://127.0.0.1:{port}"
+    process.kill()
+    process.wait()
+
+
 def local_expected(tiny_model: TinyModel, text: str, max_new_tokens: int) -> str:
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_threads=2)
-    raw = engine.generate(GenerationRequest(text, max_new_tokens), threading.Event()).text
+    request = GenerationRequest(text, max_new_tokens, heal=Settings().token_healing)
+    raw = engine.generate(request, threading.Event()).text
     engine.close()
     return postprocess(raw, cursor_context(text, len(text)))
 
@@ -222,3 +238,34 @@ async def test_two_language_servers_share_one_engine(tmp_path: Path, tiny_model:
             timeout=60,
         )
         assert "stopped pid" in stopped.stdout
+
+
+@pytest.mark.parametrize(
+    ("typed", "shown"),
+    [("    retur", "n a + b"), ("    return ", "a + b"), ("    return a + ", "b")],
+)
+def test_remote_heals_a_split_word(upstream_trained: str, typed: str, shown: str) -> None:
+    """The upstream is asked without the split tail and its answer kept when it writes it."""
+    from phi_lsp.engines.remote_engine import RemoteEngine
+
+    engine = RemoteEngine(upstream_trained)
+    request = GenerationRequest(STUB + typed, max_new_tokens=12, heal="word")
+    healed = engine.generate(request, threading.Event())
+    plain = engine.generate(replace(request, heal="off"), threading.Event())
+    engine.close()
+    assert healed.text.split("\n")[0] == shown
+    assert healed.healed and typed.endswith(healed.healed)
+    assert plain.text.split("\n")[0] != shown  # what the cut token makes of it
+
+
+def test_remote_asks_again_unhealed_when_the_answer_does_not_write_the_tail(
+    upstream_trained: str,
+) -> None:
+    from phi_lsp.engines.remote_engine import RemoteEngine
+
+    engine = RemoteEngine(upstream_trained)
+    request = GenerationRequest(STUB + "    return zq", max_new_tokens=6, heal="word")
+    healed = engine.generate(request, threading.Event())
+    plain = engine.generate(replace(request, heal="off"), threading.Event())
+    engine.close()
+    assert healed.healed == "" and healed.text == plain.text

@@ -28,6 +28,7 @@ from tinymodel import TinyModel
 from phi_lsp.context import cursor_context, should_complete
 from phi_lsp.engines.base import Engine, GenerationRequest
 from phi_lsp.postprocess import postprocess
+from phi_lsp.settings import Settings
 
 SOURCE = '''import math
 
@@ -52,6 +53,7 @@ CURSORS = [(16, 26), (5, 18), (5, 11), (13, 19), (10, 8), (3, 4)]
 MAX_NEW_TOKENS = 24
 
 BACKENDS = ["llamacpp", "transformers"]
+DEFAULT_HEAL = Settings().token_healing  # what the server does unless told otherwise
 
 
 def model_path(tiny_model: TinyModel, backend: str) -> str:
@@ -89,7 +91,9 @@ def expected_suggestions(engine: Engine, text: str) -> dict[tuple[int, int], str
             out[(line, character)] = ""
             continue
         generation = engine.generate(
-            GenerationRequest(prompt=text[:offset], max_new_tokens=MAX_NEW_TOKENS),
+            GenerationRequest(
+                prompt=text[:offset], max_new_tokens=MAX_NEW_TOKENS, heal=DEFAULT_HEAL
+            ),
             threading.Event(),
         )
         out[(line, character)] = postprocess(generation.text, ctx)

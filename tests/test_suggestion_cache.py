@@ -1,4 +1,4 @@
-"""The typed-ahead cache: forward typing, backspace, other documents, bounds."""
+"""The typed-ahead cache: forward typing, backspace into healed text, other documents, bounds."""
 
 from phi_lsp.suggestion_cache import SuggestionCache
 
@@ -16,10 +16,20 @@ def test_typing_into_the_suggestion_serves_the_rest() -> None:
     assert cache.hits == 3
 
 
-def test_backspace_brings_the_deleted_text_back() -> None:
+def test_backspace_inside_text_the_model_healed_of_its_own_choice_is_served() -> None:
     cache = SuggestionCache()
-    cache.put("a.py", PREFIX, "", "getsize(path)")
+    # The model backed up over "os.path." and wrote it again before "getsize(path)".
+    cache.put("a.py", PREFIX, "", "getsize(path)", healed="path.")
+    assert cache.get("a.py", PREFIX, "") == "getsize(path)"
+    assert cache.get("a.py", PREFIX[:-1], "") == ".getsize(path)"
     assert cache.get("a.py", PREFIX[:-5], "") == "path.getsize(path)"
+    assert cache.get("a.py", PREFIX[:-6], "") is None  # before the healed part: ask the model
+
+
+def test_backspace_without_healing_asks_the_model() -> None:
+    cache = SuggestionCache()
+    cache.put("a.py", PREFIX + "x", "", "getsize(path)")  # a typo, then a suggestion after it
+    assert cache.get("a.py", PREFIX, "") is None  # Backspace: never the typo served back
 
 
 def test_other_documents_other_line_suffix_and_edits_above_miss() -> None:

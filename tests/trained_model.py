@@ -20,6 +20,8 @@ LESSONS = [
     "    return a + b\n",
     'def is_even(n: int) -> bool:\n    """Whether n is even."""\n    return n % 2 == 0\n',
     'def greet(name):\n    """Say hello to name."""\n    return "Hello, " + name\n',
+    # Non-ASCII identifiers: byte-level BPE splits their characters across tokens.
+    'def fläche(länge, höhe):\n    """Die Fläche eines Rechtecks."""\n    return länge * höhe\n',
 ]
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 def common_prefix(a: Iterable[int], b: Iterable[int]) -> int:
@@ -40,6 +40,9 @@ class GenerationRequest:
     fresh: bool = False
     # time.monotonic() after which generation stops and returns what it has ("deadline").
     deadline: float | None = None
+    # Token healing (engines/healing.py): back the prompt up over the tokens the cursor may
+    # have split and have the model write them again; "off" for prompts that end cleanly.
+    heal: Literal["word", "token", "off"] = "off"
 
     def past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -56,6 +59,10 @@ class Generation:
     timings_ms: dict[str, float] = field(default_factory=dict)
     # Log-probability of each generated token under the model (temperature 1), when asked for.
     token_logprobs: list[float] = field(default_factory=list)
+    # The end of the prompt that healing gave back to the model, which wrote it again before
+    # `text` (not part of `text`); `forced`: healing refused the model's own first choice.
+    healed: str = ""
+    forced: bool = False
 
     @property
     def mean_logprob(self) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError, common_prefix
+from phi_lsp.engines.healing import Constraint, Heal, TokenTable, pick_token, strip_removed
 from phi_lsp.engines.llama_buffers import weight_buffers
 from phi_lsp.model_check import GGUFInfo, check_gguf
 
@@ -96,6 +97,10 @@ class LlamaCppEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.eos_id = int(self.llm.token_eos())
+        self.table = TokenTable(
+            [self.llm.detokenize([i]) for i in range(self.llm.n_vocab())], exclude=[self.eos_id]
+        )
+        self._rng = np.random.default_rng()
         log.info(
             "llama.cpp: %s (%s, %d threads, ctx %d, V cache %s, %s)",
             path,
@@ -118,31 +123,41 @@ class LlamaCppEngine:
 
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
         t0 = time.perf_counter()
-        tokens = self.tokenize(request.prompt) or [self.eos_id]
+        tokens = self.tokenize(request.prompt)
+        heal = self.table.plan(request.prompt, tokens, request.heal)
+        if heal.removed:
+            tokens = tokens[: heal.keep]
+        tokens = tokens or [self.eos_id]
         if request.fresh:
             self.llm.reset()
         evaluated = len(tokens) - self.cached_prefix(tokens)
         if not self._prefill(tokens, stop):
             return Generation("", len(tokens), evaluated, 0, "cancelled", _ms(t0))
         t_prompt = time.perf_counter()
-        out: list[int] = []
+        constraint = Constraint(self.table, heal.removed)
+        out = self._heal(tokens, constraint, request.temperature, stop)
         logprobs: list[float] = []
-        stopped = "length"
-        for token in self.llm.generate(
-            tokens, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
-        ):
+        stopped = "cancelled" if stop.is_set() else "length"
+        limit = request.max_new_tokens + heal.given_back
+        text = self._text(out, heal)
+        sampled = self.llm.generate(
+            tokens + out, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05,
+            repeat_penalty=1.0,
+        )  # fmt: skip
+        for token in sampled if stopped != "cancelled" else ():
             if token == self.eos_id:
                 stopped = "eos"
                 break
             out.append(token)
+            text = self._text(out, heal)
             if request.logprobs:
                 logprobs.append(self._last_logprob(token))
             if stop.is_set():
                 stopped = "cancelled"
                 break
-            if len(out) >= request.max_new_tokens:
+            if len(out) >= limit:
                 break
-            if request.is_done is not None and request.is_done(self.decode(out)):
+            if request.is_done is not None and text is not None and request.is_done(text):
                 stopped = "done"
                 break
             if request.past_deadline():
@@ -151,14 +166,51 @@ class LlamaCppEngine:
         timings = _ms(t0)
         timings["prompt"] = (t_prompt - t0) * 1000
         return Generation(
-            self.decode(out), len(tokens), evaluated, len(out), stopped, timings, logprobs
+            text or "",
+            len(tokens),
+            evaluated,
+            len(out),
+            stopped,
+            timings,
+            logprobs,
+            healed=heal.text,
+            forced=constraint.forced,
         )
+
+    def _heal(
+        self, tokens: list[int], constraint: Constraint, temperature: float, stop: threading.Event
+    ) -> list[int]:
+        """Generate until the healed-away text is written again; the tokens chosen.
+
+        Each step evaluates one token and picks the next from the masked logits, as
+        llama.cpp's own sampler would; the last token chosen is left for generate() to
+        evaluate, so healing adds no model evaluation.
+        """
+        out: list[int] = []
+        while not constraint.done and not stop.is_set():
+            seq = tokens + out
+            self.llm.n_tokens = len(seq) - 1  # the KV cache holds seq[:-1] (see _prefill)
+            self.llm.eval(seq[-1:])
+            logits = constraint.mask(self._logits())
+            token = pick_token(logits, temperature, self._rng)
+            constraint.advance(token)
+            out.append(token)
+        return out
+
+    def _text(self, out: list[int], heal: Heal) -> str | None:
+        """The text generated after the healed part (None while that is not written yet)."""
+        if not heal.removed:
+            return self.decode(out)
+        return strip_removed(self.table.text_of(out), heal.removed)
+
+    def _logits(self) -> np.ndarray:
+        """The logits of the last evaluated position."""
+        pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),))
 
     def _last_logprob(self, token: int) -> float:
         """log p(token) from the logits it was just sampled from (the last evaluated position)."""
-        n_vocab = self.llm.n_vocab()
-        pointer = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
-        logits = np.ctypeslib.as_array(pointer, shape=(n_vocab,)).astype(np.float64)
+        logits = self._logits().astype(np.float64)
         peak = logits.max()
         return float(logits[token] - peak - np.log(np.exp(logits - peak).sum()))
 

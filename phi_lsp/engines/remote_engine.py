@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
+from phi_lsp.engines.healing import tail_start
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,24 @@ APPROX_TOKEN = re.compile(r"\w+|[^\w\s]| +|\n|\t+")
 
 class RemoteError(Exception):
     """The upstream failed; the message says how."""
+
+
+class _Diverged(Exception):
+    """A healed completion that did not write the split tail again."""
+
+
+def split_tail(prompt: str) -> int:
+    """Where the end a cursor may have split starts, guessed without the upstream's tokenizer.
+
+    The last word or operator run, with the one space a BPE joins to its front (" word"), or
+    the last run of spaces/tabs; nothing after a line break (usually a token of its own).
+    """
+    start = tail_start(prompt)
+    tail = prompt[start:]
+    one_space = prompt[max(0, start - 2) : start] in (" ", "\n ", "\t ") or (
+        start >= 2 and prompt[start - 1] == " " and prompt[start - 2] not in " \t\n"
+    )
+    return start - 1 if tail and not tail.isspace() and one_space else start
 
 
 class RemoteEngine:
@@ -100,9 +119,23 @@ class RemoteEngine:
         return [0] * len(APPROX_TOKEN.findall(text))
 
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
+        """Healing, as far as a text API allows: ask without the split tail and keep the answer
+        only if it writes that tail again; otherwise ask again with the whole prompt."""
+        tail = request.prompt[split_tail(request.prompt) :] if request.heal != "off" else ""
+        if tail:
+            try:
+                return self._complete(request, stop, tail)
+            except _Diverged:
+                log.info("remote: the healed answer did not start with %r; asking again", tail)
+        return self._complete(request, stop)
+
+    def _complete(
+        self, request: GenerationRequest, stop: threading.Event, tail: str = ""
+    ) -> Generation:
+        """Stream one completion of the prompt less `tail`, which the answer must start with."""
         t0 = time.perf_counter()
         body: dict[str, Any] = {
-            "prompt": request.prompt,
+            "prompt": request.prompt[: len(request.prompt) - len(tail)],
             "max_tokens": request.max_new_tokens,
             "temperature": request.temperature,
             "stream": True,
@@ -125,6 +158,9 @@ class RemoteEngine:
                         text += choice.get("text") or ""
                         count += 1
                         logprobs += _logprobs(choice)
+                        if not (text.startswith(tail) or tail.startswith(text)):
+                            raise _Diverged
+                        shown = text[len(tail) :] if len(text) >= len(tail) else None
                         reason = choice.get("finish_reason")
                         if reason is not None:
                             stopped = "eos" if reason == "stop" else "length"
@@ -132,7 +168,7 @@ class RemoteEngine:
                         if stop.is_set():
                             stopped = "cancelled"  # leaving the block closes the stream
                             break
-                        if request.is_done is not None and request.is_done(text):
+                        if request.is_done is not None and shown and request.is_done(shown):
                             stopped = "done"
                             break
                         if request.past_deadline():
@@ -145,15 +181,18 @@ class RemoteEngine:
                 if not retry:
                     raise RemoteError(f"{self.url}: {exc}") from exc
                 time.sleep(BACKOFF_S[attempt])
+        if not text.startswith(tail) and stopped != "cancelled":
+            raise _Diverged
         total = (time.perf_counter() - t0) * 1000
         return Generation(
-            text=text,
+            text=text[len(tail) :],
             prompt_tokens=0,
             evaluated_tokens=0,
             generated_tokens=count,
             stopped=stopped,
             timings_ms={"total": total},
             token_logprobs=logprobs,
+            healed=tail,
         )
 
     def warm(self, prompt: str, stop: threading.Event) -> int:

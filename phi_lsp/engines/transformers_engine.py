@@ -19,11 +19,14 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
     StoppingCriteria,
     StoppingCriteriaList,
 )
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError, common_prefix
+from phi_lsp.engines.healing import NO_HEAL, Constraint, Heal, TokenTable, hf_pieces, strip_removed
 from phi_lsp.model_check import check_hf_folder
 
 log = logging.getLogger(__name__)
@@ -70,8 +73,10 @@ class _StopOnEvent(StoppingCriteria):
         request: GenerationRequest,
         engine: TransformersEngine,
         prompt_len: int,
+        heal: Heal,
     ) -> None:
         self.stop, self.request, self.engine, self.prompt_len = stop, request, engine, prompt_len
+        self.heal = heal
         self.reason = ""
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw: Any) -> Any:
@@ -79,14 +84,39 @@ class _StopOnEvent(StoppingCriteria):
             self.reason = "cancelled"
             return True
         if self.request.is_done is not None:
-            text = self.engine.decode(input_ids[0, self.prompt_len :].tolist())
-            if self.request.is_done(text):
+            text = self.engine.text_after(input_ids[0, self.prompt_len :].tolist(), self.heal)
+            if text is not None and self.request.is_done(text):
                 self.reason = "done"
                 return True
         if self.request.past_deadline():
             self.reason = "deadline"
             return True
         return False
+
+
+class _Healing(LogitsProcessor):
+    """Masks the first generated tokens until they have written the healed-away text again.
+
+    It runs before sampling's temperature and top-p, so a sampled token also obeys it.
+    """
+
+    def __init__(self, constraint: Constraint, prompt_len: int) -> None:
+        self.constraint, self.prompt_len = constraint, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> Any:
+        if self.constraint.done:
+            return scores
+        if input_ids.shape[1] > self.prompt_len:
+            self.constraint.advance(int(input_ids[0, -1]))
+        allowed = self.constraint.allowed()
+        if allowed is None:
+            return scores
+        index = torch.from_numpy(allowed).to(scores.device)
+        masked = torch.full_like(scores, -float("inf"))
+        masked[:, index] = scores[:, index]
+        if not torch.isfinite(masked[0, int(scores[0].argmax())]):
+            self.constraint.forced = True
+        return masked
 
 
 # Prompt tokens per forward pass when prefilling ahead of a request (see `warm`).
@@ -136,6 +166,8 @@ class TransformersEngine:
         self.model.eval()
         self.n_ctx = min(n_ctx, int(config.get("max_position_embeddings") or n_ctx))
         self.eos_id = _eos_id(config, self.tokenizer)
+        rows = int(self.model.config.vocab_size)
+        self.table = TokenTable(hf_pieces(self.tokenizer, rows), exclude=[self.eos_id])
         self.prompt_lookup_tokens = prompt_lookup_tokens
         # The KV cache of the last generation and the token ids it holds, reused for the
         # longest common prefix of the next prompt (typing at the end of a file).
@@ -155,13 +187,23 @@ class TransformersEngine:
     def decode(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
+    def text_after(self, new: list[int], heal: Heal) -> str | None:
+        """The text of generated tokens after the healed part (None while not all written)."""
+        if not heal.removed:
+            return self.decode(new)
+        return strip_removed(self.table.text_of(new), heal.removed)
+
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
         t0 = time.perf_counter()
         ids = self.tokenize(request.prompt)
+        heal = self.table.plan(request.prompt, ids, request.heal) if ids else NO_HEAL
+        if heal.removed:
+            ids = ids[: heal.keep]
         if not ids:
             ids = [self.eos_id]
         input_ids = torch.tensor([ids], device=self.model.device)
-        criteria = _StopOnEvent(stop, request, self, len(ids))
+        criteria = _StopOnEvent(stop, request, self, len(ids), heal)
+        constraint = Constraint(self.table, heal.removed)
         sampling: dict[str, Any] = {"do_sample": False}
         if request.temperature > 0:
             sampling = {"do_sample": True, "temperature": request.temperature, "top_p": 0.95}
@@ -172,13 +214,14 @@ class TransformersEngine:
         else:
             reused, cache = self._reusable_cache([] if request.fresh else ids)
         with torch.inference_mode():
-            out = self.model.generate(  # type: ignore[misc]
+            out = self.model.generate(
                 input_ids,
                 attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=request.max_new_tokens,
+                max_new_tokens=request.max_new_tokens + heal.given_back,
                 eos_token_id=self.eos_id,
                 pad_token_id=self.eos_id,
                 stopping_criteria=StoppingCriteriaList([criteria]),
+                logits_processor=LogitsProcessorList([_Healing(constraint, len(ids))]),
                 return_dict_in_generate=True,
                 output_logits=request.logprobs,
                 past_key_values=cache,
@@ -195,13 +238,15 @@ class TransformersEngine:
         if hit_eos:
             new, logprobs = new[:-1], logprobs[: len(new) - 1]
         return Generation(
-            text=self.decode(new),
+            text=self.text_after(new, heal) or "",
             prompt_tokens=len(ids),
             evaluated_tokens=len(ids) - reused,
             generated_tokens=len(new),
             stopped=criteria.reason or ("eos" if hit_eos else "length"),
             timings_ms={"total": (time.perf_counter() - t0) * 1000},
             token_logprobs=logprobs,
+            healed=heal.text,
+            forced=constraint.forced,
         )
 
     def warm(self, prompt: str, stop: threading.Event) -> int:
