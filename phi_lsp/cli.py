@@ -276,7 +276,7 @@ def run_generate(args: argparse.Namespace) -> int:
     import threading
 
     from phi_lsp.bodygen import best_body
-    from phi_lsp.docfunc import find_stub
+    from phi_lsp.docfunc import find_stub, replace_body
     from phi_lsp.engines.base import ModelLoadError
 
     path_text, _, line_text = args.target.rpartition(":")
@@ -296,11 +296,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if result.chosen is None:
         return _fail(ValueError("no candidate parsed and fit the signature"))
     print(f"# {stub.name}: {result.chosen.evidence}", file=sys.stderr)
-    lines = source.splitlines(keepends=True)
-    (sl, sc), (el, ec) = stub.start, stub.end
-    start = sum(len(x) for x in lines[:sl]) + sc
-    end = sum(len(x) for x in lines[:el]) + ec
-    new_source = source[:start] + "\n" + result.chosen.body + source[end:]
+    new_source = replace_body(source, stub, result.chosen.body)
     if args.write:
         from phi_lsp.model_store import atomic_write_bytes
 
