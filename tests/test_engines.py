@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.engines.base import Engine, GenerationRequest
@@ -16,7 +17,7 @@ PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n    
 @pytest.fixture(scope="module", params=["llamacpp", "transformers"])
 def engine(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[Engine]:
     if request.param == "llamacpp":
-        pytest.importorskip("llama_cpp")
+        need_module("llama_cpp")
         from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
         eng: Engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
@@ -69,7 +70,7 @@ def test_is_done_stops_early(engine: Engine) -> None:
 
 
 def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
@@ -85,7 +86,7 @@ def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
 
 
 def test_token_logprobs_are_recorded_and_agree_between_engines(tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
     from phi_lsp.engines.transformers_engine import TransformersEngine
 
@@ -118,7 +119,7 @@ def test_prompt_lookup_decoding_gives_the_same_greedy_text(
     tiny_model: TinyModel, backend: str
 ) -> None:
     if backend == "llamacpp":
-        pytest.importorskip("llama_cpp")
+        need_module("llama_cpp")
         from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
         def make(n: int) -> Engine:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from gguf import GGUFReader, LlamaFileType
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.model_source import resolve_model
@@ -39,7 +40,7 @@ def test_import_gguf_makes_the_name_resolve(home: Path, tiny_model: TinyModel) -
 
 def test_import_hf_folder_serves_both_engines(home: Path, tiny_model: TinyModel) -> None:
     """Import converts and quantizes as `pull` does after its download (q4_0 by default)."""
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     folder = import_model(tiny_model.hf_dir, "tiny-hf")
     source = resolve_model("tiny-hf")
     assert source.hf_dir is not None and source.gguf == folder / "tiny-hf-q4_0.gguf"
@@ -58,7 +59,7 @@ def test_import_hf_folder_serves_both_engines(home: Path, tiny_model: TinyModel)
 
 
 def test_import_hf_folder_with_another_quant(home: Path, tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     done = subprocess.run(
         [sys.executable, "-m", "phi_lsp", "models", "import", str(tiny_model.hf_dir)]
         + ["--name", "tiny-q8", "--quant", "q8_0"],

@@ -15,13 +15,14 @@ import httpx
 import pytest
 from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.context import cursor_context
 from phi_lsp.engines.base import GenerationRequest
 from phi_lsp.postprocess import postprocess
 
-pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+need_module("llama_cpp.server")
 
 SOURCE = (
     "import os\n\n\ndef list_files(root):\n    return [name for name in os.listdir(root) if name"
