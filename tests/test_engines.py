@@ -195,3 +195,62 @@ def test_warm_stops_within_one_piece(engine: Engine) -> None:
     timer.start()  # set while the first piece runs (or before it)
     assert engine.warm(PROMPT * 40 + "#", stop) <= 64
     timer.join()
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+def test_logprobs_with_prompt_lookup_equal_the_plain_paths(
+    tiny_model: TinyModel, backend: str
+) -> None:
+    """Ranking candidates reads each token's log-probability; with draft tokens evaluated in one
+    batch the last logits are not the sampled token's, so log-probs turn prompt lookup off."""
+    if backend == "llamacpp":
+        need_module("llama_cpp")
+        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+        def make(n: int) -> Engine:
+            return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=n)
+    else:
+        from phi_lsp.engines.transformers_engine import TransformersEngine
+
+        def make(n: int) -> Engine:
+            return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=n)
+
+    request = GenerationRequest(prompt=PROMPT * 3, max_new_tokens=24, logprobs=True)
+    results = []
+    for n in (0, 8):
+        engine = make(n)
+        results.append(engine.generate(request, threading.Event()))
+        engine.close()
+    plain, lookup = results
+    assert plain.text == lookup.text and len(plain.token_logprobs) == plain.generated_tokens > 0
+    assert len(lookup.token_logprobs) == len(plain.token_logprobs)
+    worst = max(
+        abs(a - b) for a, b in zip(plain.token_logprobs, lookup.token_logprobs, strict=True)
+    )
+    assert worst < 1e-4, (plain.token_logprobs, lookup.token_logprobs)
+
+
+def test_transformers_drops_its_kv_cache_when_generate_raises(tiny_model: TinyModel) -> None:
+    """A generation that fails half-way (CUDA out of memory, say) has already written into the
+    kept cache: the next request must not reuse it as if it held what it held before."""
+    from phi_lsp.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    cold = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    first = PROMPT * 3
+    engine.generate(GenerationRequest(first, max_new_tokens=8), threading.Event())
+
+    def fail(text: str) -> bool:
+        raise MemoryError("CUDA out of memory (raised from inside generate)")
+
+    other = PROMPT + "import sys\n\n\ndef main(argv):\n    return len(argv)\n" * 4
+    with pytest.raises(MemoryError):
+        engine.generate(GenerationRequest(other, max_new_tokens=8, is_done=fail), threading.Event())
+    request = GenerationRequest(first, max_new_tokens=8, logprobs=True)
+    again = engine.generate(request, threading.Event())
+    fresh = cold.generate(request, threading.Event())
+    assert again.text == fresh.text
+    worst = max(abs(a - b) for a, b in zip(again.token_logprobs, fresh.token_logprobs, strict=True))
+    assert worst < 1e-4, (again.token_logprobs, fresh.token_logprobs)
+    engine.close()
+    cold.close()

@@ -96,6 +96,7 @@ class LlamaCppEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.eos_id = int(self.llm.token_eos())
+        self.draft_model = self.llm.draft_model
         log.info(
             "llama.cpp: %s (%s, %d threads, ctx %d, V cache %s, %s)",
             path,
@@ -128,6 +129,9 @@ class LlamaCppEngine:
         out: list[int] = []
         logprobs: list[float] = []
         stopped = "length"
+        # Draft tokens are evaluated in one batch, so the last logits would not be those the
+        # token was sampled from: log-probabilities (ranking bodies) turn prompt lookup off.
+        self.llm.draft_model = None if request.logprobs else self.draft_model
         for token in self.llm.generate(
             tokens, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0
         ):
