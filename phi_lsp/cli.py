@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     adopt = verbs.add_parser("import", help="adopt a local GGUF file or HF folder")
     adopt.add_argument("path", type=Path)
     adopt.add_argument("--name", help="default: the file or folder name")
+    adopt.add_argument(
+        "--quant", choices=list(QUANTS), default="q4_0", help="GGUF made from an HF folder"
+    )
     adopt.set_defaults(run=run_models_import)
     check = verbs.add_parser("verify", help="hashes, loading and a smoke generation")
     check.add_argument("name")
@@ -221,7 +224,7 @@ def run_models_import(args: argparse.Namespace) -> int:
     from phi_lsp.model_store import StoreError, import_model
 
     try:
-        folder = import_model(args.path, args.name)
+        folder = import_model(args.path, args.name, args.quant)
     except StoreError as exc:
         return _fail(exc)
     print(f"imported into {folder}; set phiLsp.model to {folder.name!r} to use it")
@@ -276,7 +279,7 @@ def run_generate(args: argparse.Namespace) -> int:
     import threading
 
     from phi_lsp.bodygen import best_body
-    from phi_lsp.docfunc import find_stub
+    from phi_lsp.docfunc import find_stub, replace_body
     from phi_lsp.engines.base import ModelLoadError
 
     path_text, _, line_text = args.target.rpartition(":")
@@ -296,11 +299,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if result.chosen is None:
         return _fail(ValueError("no candidate parsed and fit the signature"))
     print(f"# {stub.name}: {result.chosen.evidence}", file=sys.stderr)
-    lines = source.splitlines(keepends=True)
-    (sl, sc), (el, ec) = stub.start, stub.end
-    start = sum(len(x) for x in lines[:sl]) + sc
-    end = sum(len(x) for x in lines[:el]) + ec
-    new_source = source[:start] + "\n" + result.chosen.body + source[end:]
+    new_source = replace_body(source, stub, result.chosen.body)
     if args.write:
         from phi_lsp.model_store import atomic_write_bytes
 

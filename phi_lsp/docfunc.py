@@ -13,6 +13,8 @@ import textwrap
 import threading
 from dataclasses import dataclass
 
+from phi_lsp.documents import lsp_lines
+
 # CPython 3.11 builds ast objects with interpreter-wide recursion bookkeeping: two threads
 # parsing at once can fail with "AST constructor recursion depth mismatch" (python/cpython
 # gh-106905). The server parses on its event loop (code actions) and on the engine worker
@@ -50,7 +52,7 @@ def find_stub(source: str, line: int) -> Stub | None:
         tree = parse(source)
     except SyntaxError:
         return None
-    lines = source.splitlines(keepends=True)
+    lines = list(lsp_lines(source))
     best: tuple[ast.FunctionDef | ast.AsyncFunctionDef, list[ast.ClassDef]] | None = None
 
     def visit(node: ast.AST, classes: list[ast.ClassDef]) -> None:
@@ -73,6 +75,15 @@ def find_stub(source: str, line: int) -> Stub | None:
     if not _is_stub(func):
         return None
     return _make_stub(func, classes, tree, lines)
+
+
+def replace_body(source: str, stub: Stub, body: str) -> str:
+    """`source` with the stub's placeholder (from the docstring's end) replaced by `body`."""
+    lines = list(lsp_lines(source))
+    (sl, sc), (el, ec) = stub.start, stub.end
+    start = sum(len(x) for x in lines[:sl]) + sc
+    end = sum(len(x) for x in lines[:el]) + ec
+    return source[:start] + "\n" + body + source[end:]
 
 
 def _is_stub(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from pygls.workspace import TextDocument
+if TYPE_CHECKING:
+    from pygls.workspace import TextDocument
 
 LSP_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
 
 
 def lsp_lines(source: str) -> tuple[str, ...]:
-    """`source` split after each LSP line break, keeping the breaks."""
+    """`source` split after each LSP line break, keeping the breaks.
+
+    Also how Python's ast counts lines, so ast line numbers index into it (str.splitlines
+    does not: one form feed above a function shifts every line below).
+    """
     return tuple(LSP_LINE.findall(source))
 
 
@@ -27,4 +33,6 @@ def _lines(self: TextDocument) -> Sequence[str]:
 
 def use_lsp_line_breaks() -> None:
     """Make every pygls TextDocument split lines the LSP way."""
+    from pygls.workspace import TextDocument
+
     TextDocument.lines = property(_lines)  # type: ignore[assignment,method-assign]

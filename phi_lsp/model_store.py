@@ -182,8 +182,12 @@ def build_gguf(
 
 
 # -- import -----------------------------------------------------------------------------------
-def import_model(path: Path, name: str | None = None) -> Path:
-    """Adopt a GGUF file or an HF folder into the cache under `name` (checked first)."""
+def import_model(path: Path, name: str | None = None, quant: str = "q4_0") -> Path:
+    """Adopt a GGUF file or an HF folder into the cache under `name` (checked first).
+
+    An HF folder is then converted and quantized to `quant` as `pull` does after its download,
+    so the imported model serves on both engines.
+    """
     path = path.expanduser().resolve()
     name = name or (path.stem if path.is_file() else path.name)
     folder = model_dir(name)
@@ -206,9 +210,10 @@ def import_model(path: Path, name: str | None = None) -> Path:
                 rel = f"{HF_SUBDIR}/{src.name}"
                 atomic_copy(src, folder / rel)
                 lock.files[rel] = {"size": src.stat().st_size, "sha256": sha256_file(src)}
+            build_gguf(name, None, quant, lock)  # what `pull` does after its download
         else:
             raise StoreError(f"{path} does not exist.")
-    except ModelLoadError as exc:
+    except (ModelLoadError, ValueError, RuntimeError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         raise StoreError(str(exc)) from exc
     except BaseException:

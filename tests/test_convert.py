@@ -14,6 +14,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from needs import need_module
 from tinymodel import ENDOFTEXT, WHITESPACE_TOKENS, TinyModel, build_tiny_model, llama_greedy
 
 from phi_lsp import convert
@@ -60,7 +61,7 @@ def hf_tokenizer(tiny_model: TinyModel) -> Any:
 
 @pytest.fixture(scope="module")
 def llm_f32(tiny_model: TinyModel) -> Iterator[Any]:
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = need_module("llama_cpp")
     llm = llama_cpp.Llama(
         model_path=str(tiny_model.gguf_f32),
         n_ctx=512,
@@ -189,7 +190,7 @@ def test_greedy_continuation_matches_hf(llm_f32: Any, hf_model: Any, hf_tokenize
 def test_f16_gguf_loads_and_is_close(
     tiny_model: TinyModel, hf_model: Any, hf_tokenizer: Any
 ) -> None:
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = need_module("llama_cpp")
     ids = _hf_ids(hf_tokenizer, PROMPT)
     llm = llama_cpp.Llama(
         model_path=str(tiny_model.gguf_f16), n_ctx=256, logits_all=True, verbose=False

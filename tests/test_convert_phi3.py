@@ -19,6 +19,7 @@ import gguf
 import numpy as np
 import pytest
 import torch
+from needs import need_module
 from tinymodel import (
     ENDOFTEXT,
     PHI3_VOCAB_SIZE,
@@ -29,7 +30,7 @@ from tinymodel import (
 
 from phi_lsp.convert import convert_hf_to_gguf
 
-llama_cpp = pytest.importorskip("llama_cpp")
+llama_cpp = need_module("llama_cpp")
 
 PROMPT = '''import os
 

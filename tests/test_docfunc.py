@@ -11,6 +11,7 @@ from phi_lsp.docfunc import (
     doctest_examples,
     find_stub,
     function_source,
+    replace_body,
 )
 
 SOURCE = '''import math
@@ -108,3 +109,23 @@ def test_method_source_keeps_the_class_so_doctests_can_reach_it() -> None:
     source = function_source(stub, "        return math.pi * self.r ** 2")
     compile(source, "<m>", "exec")
     assert source.startswith("class Circle:\n    def area")
+
+
+# Characters str.splitlines breaks at that are no line break to Python's ast nor to LSP.
+NOT_LINE_BREAKS = ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+@pytest.mark.parametrize("char", NOT_LINE_BREAKS, ids=lambda c: f"U+{ord(c):04X}")
+def test_a_non_lsp_line_break_above_the_stub_does_not_shift_it(char: str) -> None:
+    """ast counts lines at \\n, \\r\\n and \\r only, as LSP does; the stub's positions must too."""
+    head = 'def mean(xs):\n    """Arithmetic mean of xs."""\n'
+    source = f"import math\n# one{char}two\n\n{head}    pass\n"
+    stub = find_stub(source, 4)
+    assert stub is not None and stub.name == "mean"
+    assert stub.head == head.rstrip("\n") and stub.docstring == "Arithmetic mean of xs."
+    assert stub.prompt == "import math\n\n\n" + head
+    assert stub.start == (4, len('    """Arithmetic mean of xs."""'))
+    assert stub.end == (5, len("    pass"))
+    assert replace_body(source, stub, "    return sum(xs) / len(xs)") == source.replace(
+        "    pass\n", "    return sum(xs) / len(xs)\n"
+    )

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.engines.base import Engine, GenerationRequest
@@ -16,7 +17,7 @@ PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n    
 @pytest.fixture(scope="module", params=["llamacpp", "transformers"])
 def engine(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[Engine]:
     if request.param == "llamacpp":
-        pytest.importorskip("llama_cpp")
+        need_module("llama_cpp")
         from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
         eng: Engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
@@ -69,7 +70,7 @@ def test_is_done_stops_early(engine: Engine) -> None:
 
 
 def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
@@ -85,7 +86,7 @@ def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
 
 
 def test_token_logprobs_are_recorded_and_agree_between_engines(tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
     from phi_lsp.engines.transformers_engine import TransformersEngine
 
@@ -118,7 +119,7 @@ def test_prompt_lookup_decoding_gives_the_same_greedy_text(
     tiny_model: TinyModel, backend: str
 ) -> None:
     if backend == "llamacpp":
-        pytest.importorskip("llama_cpp")
+        need_module("llama_cpp")
         from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
         def make(n: int) -> Engine:
@@ -194,3 +195,62 @@ def test_warm_stops_within_one_piece(engine: Engine) -> None:
     timer.start()  # set while the first piece runs (or before it)
     assert engine.warm(PROMPT * 40 + "#", stop) <= 64
     timer.join()
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+def test_logprobs_with_prompt_lookup_equal_the_plain_paths(
+    tiny_model: TinyModel, backend: str
+) -> None:
+    """Ranking candidates reads each token's log-probability; with draft tokens evaluated in one
+    batch the last logits are not the sampled token's, so log-probs turn prompt lookup off."""
+    if backend == "llamacpp":
+        need_module("llama_cpp")
+        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+        def make(n: int) -> Engine:
+            return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=n)
+    else:
+        from phi_lsp.engines.transformers_engine import TransformersEngine
+
+        def make(n: int) -> Engine:
+            return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=n)
+
+    request = GenerationRequest(prompt=PROMPT * 3, max_new_tokens=24, logprobs=True)
+    results = []
+    for n in (0, 8):
+        engine = make(n)
+        results.append(engine.generate(request, threading.Event()))
+        engine.close()
+    plain, lookup = results
+    assert plain.text == lookup.text and len(plain.token_logprobs) == plain.generated_tokens > 0
+    assert len(lookup.token_logprobs) == len(plain.token_logprobs)
+    worst = max(
+        abs(a - b) for a, b in zip(plain.token_logprobs, lookup.token_logprobs, strict=True)
+    )
+    assert worst < 1e-4, (plain.token_logprobs, lookup.token_logprobs)
+
+
+def test_transformers_drops_its_kv_cache_when_generate_raises(tiny_model: TinyModel) -> None:
+    """A generation that fails half-way (CUDA out of memory, say) has already written into the
+    kept cache: the next request must not reuse it as if it held what it held before."""
+    from phi_lsp.engines.transformers_engine import TransformersEngine
+
+    engine = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    cold = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+    first = PROMPT * 3
+    engine.generate(GenerationRequest(first, max_new_tokens=8), threading.Event())
+
+    def fail(text: str) -> bool:
+        raise MemoryError("CUDA out of memory (raised from inside generate)")
+
+    other = PROMPT + "import sys\n\n\ndef main(argv):\n    return len(argv)\n" * 4
+    with pytest.raises(MemoryError):
+        engine.generate(GenerationRequest(other, max_new_tokens=8, is_done=fail), threading.Event())
+    request = GenerationRequest(first, max_new_tokens=8, logprobs=True)
+    again = engine.generate(request, threading.Event())
+    fresh = cold.generate(request, threading.Event())
+    assert again.text == fresh.text
+    worst = max(abs(a - b) for a, b in zip(again.token_logprobs, fresh.token_logprobs, strict=True))
+    assert worst < 1e-4, (again.token_logprobs, fresh.token_logprobs)
+    engine.close()
+    cold.close()

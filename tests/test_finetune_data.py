@@ -24,7 +24,7 @@ from phi_lsp.finetune.dataset import (
     split_by_file,
 )
 from phi_lsp.finetune.filters import FilterConfig, informative_docstring, is_trivial_body
-from phi_lsp.finetune.mining import mine_source
+from phi_lsp.finetune.mining import load_user_exercises, mine_source
 from phi_lsp.finetune.sources import SourceConfig, parse_gitignore, walk_respecting_gitignore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "finetune_repo"
@@ -280,3 +280,28 @@ def test_dataset_files_round_trip_and_detect_changes(tmp_path: Path, index: NGra
         f.write("\n")
     with pytest.raises(ValueError, match="changed"):
         load_dataset(tmp_path / "data")
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_mining_maps_ast_lines_the_lsp_way(char: str) -> None:
+    """A character str.splitlines breaks at (no line break to ast) must not shift the lines."""
+    head = 'def double(x):\n    """Twice x."""'
+    source = f"import os\n# a{char}b\n\n{head}\n    return 2 * x\n"
+    (exercise,) = mine_source(source, "repo", "m.py")
+    assert exercise.head == head and exercise.docstring == "Twice x."
+    assert exercise.prompt == "import os\n\n\n" + head + "\n"
+    assert exercise.completion == "    return 2 * x\n"
+
+
+def test_user_jsonl_rows_may_hold_unicode_line_separators(tmp_path: Path) -> None:
+    """JSON strings may hold U+2028 or NEL unescaped; only \\n ends a JSONL row."""
+    rows = [{"prompt": "def f():\n    '''a\u2028b\x85c'''\n", "completion": "    return 1\n"}]
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    loaded = load_user_exercises([path])
+    assert loaded.bad_lines == 0
+    assert [e.prompt for e in loaded.exercises] == [rows[0]["prompt"]]

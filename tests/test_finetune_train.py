@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from needs import need_module
 from test_finetune_data import make_fixture_repo, tree_hashes
 from tinymodel import TinyModel
 
@@ -168,7 +169,7 @@ def test_adapter_on_the_transformers_engine(run: Run, tiny_model: TinyModel) -> 
 
 
 def test_merged_gguf_and_lora_gguf_on_llamacpp(run: Run, tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     import llama_cpp
 
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
@@ -225,7 +226,7 @@ def _dataset_dir(tmp_path: Path) -> Path:
 
 
 def test_qlora_nf4_trains_on_cpu(tiny_model: TinyModel, tmp_path: Path) -> None:
-    pytest.importorskip("bitsandbytes")
+    need_module("bitsandbytes")
     run_dir = _dataset_dir(tmp_path)
     threads = torch.get_num_threads()
     try:

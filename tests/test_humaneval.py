@@ -22,7 +22,7 @@ from phi_lsp.evaluation.humaneval import (
     truncate_completion,
 )
 from phi_lsp.evaluation.passk import mean_pass_at_k, pass_at_k, pass_at_ks
-from phi_lsp.evaluation.perturb import PERTURBATIONS, NotApplicable, rename_map
+from phi_lsp.evaluation.perturb import PERTURBATIONS, NotApplicable, rename_map, tabify
 from phi_lsp.sandbox import SandboxResult, run_sandboxed
 
 
@@ -321,3 +321,14 @@ def test_robustness_report(tmp_path: Path) -> None:
     assert rows[0]["drop"] == 0.0
     assert (tmp_path / "original" / "summary.json").is_file()
     assert (tmp_path / "tabs" / "samples.jsonl").is_file()
+
+
+@pytest.mark.parametrize(
+    "char",
+    ["\x0c", "\x0b", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_tabify_counts_lines_as_the_tokenizer_does(char: str) -> None:
+    """tokenize's line numbers index LSP lines; str.splitlines would also split the comment."""
+    source = f"def f(x):\n    # a{char}b\n    if x:\n        return 1\n"
+    assert tabify(source) == f"def f(x):\n\t# a{char}b\n\tif x:\n\t\treturn 1\n"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from gguf import GGUFReader, LlamaFileType
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.model_source import resolve_model
@@ -34,14 +39,37 @@ def test_import_gguf_makes_the_name_resolve(home: Path, tiny_model: TinyModel) -
 
 
 def test_import_hf_folder_serves_both_engines(home: Path, tiny_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
-    import_model(tiny_model.hf_dir, "tiny-hf")
+    """Import converts and quantizes as `pull` does after its download (q4_0 by default)."""
+    need_module("llama_cpp")
+    folder = import_model(tiny_model.hf_dir, "tiny-hf")
     source = resolve_model("tiny-hf")
-    assert source.hf_dir is not None and source.gguf is None
+    assert source.hf_dir is not None and source.gguf == folder / "tiny-hf-q4_0.gguf"
+    assert sorted(p.name for p in folder.glob("*.gguf")) == [
+        "tiny-hf-f16.gguf",
+        "tiny-hf-q4_0.gguf",
+    ]
+    file_type = GGUFReader(source.gguf).fields["general.file_type"].contents()
+    assert file_type == LlamaFileType.MOSTLY_Q4_0
     report = verify("tiny-hf", smoke_tokens=4)
-    assert report.problems == [] and len(report.checked) >= 3
+    assert report.problems == [] and {"tiny-hf-q4_0.gguf", "tiny-hf-f16.gguf"} <= set(
+        report.checked
+    )
     assert report.smoke["transformers"].startswith("ok")
-    assert report.smoke["llamacpp"].startswith("unavailable")
+    assert report.smoke["llamacpp"].startswith("ok")
+
+
+def test_import_hf_folder_with_another_quant(home: Path, tiny_model: TinyModel) -> None:
+    need_module("llama_cpp")
+    done = subprocess.run(
+        [sys.executable, "-m", "phi_lsp", "models", "import", str(tiny_model.hf_dir)]
+        + ["--name", "tiny-q8", "--quant", "q8_0"],
+        env={**os.environ, "PHI_LSP_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert resolve_model("tiny-q8").gguf == home / "models" / "tiny-q8" / "tiny-q8-q8_0.gguf"
 
 
 def test_verify_catches_a_changed_file(home: Path, tiny_model: TinyModel) -> None:

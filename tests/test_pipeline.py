@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.context import cursor_context
@@ -33,7 +34,7 @@ def test_clean_cut_drops_a_possibly_unfinished_word_in_line_mode() -> None:
 
 @pytest.fixture(scope="module")
 def engine(tiny_model: TinyModel) -> Iterator[Engine]:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     eng = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)

@@ -9,6 +9,7 @@ import pytest
 from fake_hub import FakeHub
 from huggingface_hub import constants
 from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.manifests import get_manifest
@@ -40,7 +41,7 @@ def tiny_phi1_manifest():  # type: ignore[no-untyped-def]
 
 
 async def test_pull_then_serve_by_name(hub: FakeHub, tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     report = pull("phi-1", "q8_0", progress=False, manifest=tiny_phi1_manifest())
     folder = tmp_path / "home" / "models" / "phi-1"
     assert report.gguf == folder / "phi-1-q8_0.gguf" and report.gguf.is_file()
@@ -58,7 +59,7 @@ async def test_pull_then_serve_by_name(hub: FakeHub, tmp_path: Path) -> None:
 
 
 def test_second_pull_keeps_to_the_lock(hub: FakeHub, tmp_path: Path) -> None:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     manifest = tiny_phi1_manifest()
     first = pull("phi-1", "f16", progress=False, manifest=manifest)
     weights = tmp_path / "home" / "models" / "phi-1" / "hf" / "model.safetensors"

@@ -18,11 +18,12 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
+from needs import need_module
 from tinymodel import TinyModel, llama_greedy
 
 from phi_lsp.quantize import quantize_gguf
 
-llama_cpp = pytest.importorskip("llama_cpp")
+llama_cpp = need_module("llama_cpp")
 
 PROMPTS = [
     "import os\n\n\ndef list_python_files(root: str) -> list[str]:\n",

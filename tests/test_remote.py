@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,11 +12,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.context import cursor_context
@@ -23,7 +26,7 @@ from phi_lsp.engines.base import GenerationRequest
 from phi_lsp.postprocess import postprocess
 from phi_lsp.settings import Settings
 
-pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
+need_module("llama_cpp.server")
 
 SOURCE = (
     "import os\n\n\ndef list_files(root):\n    return [name for name in os.listdir(root) if name"
@@ -238,6 +241,113 @@ async def test_two_language_servers_share_one_engine(tmp_path: Path, tiny_model:
             timeout=60,
         )
         assert "stopped pid" in stopped.stdout
+
+
+def count_requests(engine: Any) -> list[httpx.Request]:
+    """Every HTTP request the engine sends from now on (an httpx event hook, no stand-in)."""
+    sent: list[httpx.Request] = []
+    engine.client.event_hooks["request"].append(sent.append)
+    return sent
+
+
+@pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/"])
+def test_remote_url_with_or_without_v1(tiny_model: TinyModel, upstream: str, suffix: str) -> None:
+    """OpenAI clients, vLLM's docs and Continue write the base URL with /v1; both forms work."""
+    from phi_lsp.engines.remote_engine import RemoteEngine
+
+    engine = RemoteEngine(upstream + suffix)
+    sent = count_requests(engine)
+    try:
+        assert engine.reachable, engine.detail
+        out = engine.generate(GenerationRequest(SOURCE, max_new_tokens=4), threading.Event())
+        assert out.generated_tokens > 0
+        assert [r.url.path for r in sent] == ["/v1/completions"]
+    finally:
+        engine.close()
+
+
+def test_a_4xx_answer_is_not_retried_and_says_what_the_server_answered(
+    tiny_model: TinyModel, upstream: str
+) -> None:
+    from phi_lsp.engines.remote_engine import RemoteEngine, RemoteError
+
+    engine = RemoteEngine(upstream + "/api")  # a wrong path: the server answers 404
+    sent = count_requests(engine)
+    try:
+        with pytest.raises(RemoteError) as raised:
+            engine.generate(GenerationRequest(SOURCE, max_new_tokens=4), threading.Event())
+        assert len(sent) == 1, [str(r.url) for r in sent]
+        message = str(raised.value)
+        assert "HTTP 404" in message and "/api/v1/completions" in message
+        assert "Not Found" in message  # the server's own answer
+    finally:
+        engine.close()
+
+
+async def test_a_wrong_remote_url_gives_one_editor_message(tmp_path: Path, upstream: str) -> None:
+    settings = {"backend": "remote", "remoteUrl": upstream + "/api", "maxNewTokens": 8}
+    async with lsp_session(tmp_path, settings) as client:
+        await wait_for_loads(client)
+        uri = (tmp_path / "a.py").as_uri()
+        open_document(client, uri, SOURCE)
+        lines = SOURCE.splitlines()
+        for n in range(4):  # different prefixes, so the typed-ahead cache cannot answer
+            await inline_completion(client, uri, len(lines) - 1, len(lines[-1]) - n)
+    warnings = [m.message for m in client.messages if m.type == types.MessageType.Warning]
+    assert len(warnings) == 1 and "HTTP 404" in warnings[0] and "Not Found" in warnings[0]
+
+
+def long_file(functions: int, dense: bool) -> str:
+    """Ordinary code, or code whose words are hashes (many tokens each: the local estimate,
+    about one token per word, is far too low at first)."""
+    import hashlib
+
+    def word(i: int) -> str:
+        return "h" + hashlib.sha256(str(i).encode()).hexdigest()[:30] if dense else f"value_{i}"
+
+    body = "".join(
+        f"def handler_{i}(request, *args):\n"
+        f'    """Handle request number {i}."""\n'
+        f"    return request.get('{word(i)}', {i}) * len(args)\n\n\n"
+        for i in range(functions)
+    )
+    return "import os\nimport sys\n\n\n" + body + "def last(path):\n    return os.path."
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["code", "dense"])
+def test_a_long_file_costs_at_most_two_tokenize_calls(
+    tiny_model: TinyModel, upstream: str, dense: bool
+) -> None:
+    """Budgeting a long file counted tokens line by line: one HTTP call per line, per keystroke.
+    Now the remote prompt is budgeted locally and only the prompt sent is counted upstream."""
+    from phi_lsp.engines.remote_engine import RemoteEngine
+    from phi_lsp.pipeline import suggest
+    from phi_lsp.settings import Settings
+
+    settings = Settings(max_new_tokens=8, context_tokens=1024)
+    budget = 1024 - 8
+    engine = RemoteEngine(upstream, n_ctx=settings.context_tokens)
+    text = long_file(300, dense)
+    try:
+        for typed in ("", "j", "jo", "joi"):  # a few keystrokes at the end
+            sent = count_requests(engine)
+            document = text + typed
+            result = suggest(engine, document, len(document), settings, threading.Event())
+            assert result.generation is not None and result.generation.generated_tokens > 0
+            tokenize_calls = [r for r in sent if r.url.path.endswith("tokenize")]
+            assert len(tokenize_calls) <= 2, f"{len(tokenize_calls)} tokenize calls"
+            (completion,) = [r for r in sent if r.url.path == "/v1/completions"]
+            prompt = json.loads(completion.content)["prompt"]
+            exact = httpx.post(
+                f"{upstream}/extras/tokenize", json={"input": prompt, "add_special": False}
+            ).json()["tokens"]
+            assert len(exact) <= budget
+            if typed:  # once the estimate has learned from a count: not a timid fraction of it
+                assert len(exact) >= budget // 2, len(exact)
+            assert prompt.startswith("import os\nimport sys\n\n\n")
+            assert document.endswith(prompt[len("import os\nimport sys\n\n\n") :])
+    finally:
+        engine.close()
 
 
 @pytest.mark.parametrize(

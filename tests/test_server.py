@@ -22,6 +22,7 @@ from lsp_session import (
     wait_for_loads,
 )
 from lsprotocol import types
+from needs import need_module
 from pygls.exceptions import JsonRpcRequestCancelled
 from tinymodel import TinyModel
 
@@ -103,7 +104,7 @@ def expected_suggestions(engine: Engine, text: str) -> dict[tuple[int, int], str
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "llamacpp":
-        pytest.importorskip("llama_cpp")
+        need_module("llama_cpp")
     return str(request.param)
 
 

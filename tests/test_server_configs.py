@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+from needs import need_module
 
 SERVER = Path(__file__).parent.parent / "server"
 # Flags of `vllm serve` (vLLM's engine and OpenAI-server arguments) that the files use.
@@ -68,7 +68,7 @@ def test_kubernetes_manifest() -> None:
 
 
 def test_engine_launcher_flags_are_ones_llama_cpp_server_accepts() -> None:
-    pytest.importorskip("llama_cpp.server")
+    need_module("llama_cpp.server")
     from phi_lsp import engine_launcher
 
     help_text = subprocess.run(

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 import torch
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.engines.base import GenerationRequest
@@ -45,7 +46,7 @@ def test_cuda_engine_uses_half_precision_and_flash_attention_when_installed(
 
 @pytest.mark.cuda
 def test_cuda_engine_in_4bit_nf4(tiny_model: TinyModel) -> None:
-    pytest.importorskip("bitsandbytes")
+    need_module("bitsandbytes")
     engine = TransformersEngine(tiny_model.hf_dir, device="cuda", quantization="nf4")
     assert getattr(engine.model, "is_loaded_in_4bit", False)
     out = engine.generate(GenerationRequest(PROMPT, max_new_tokens=8), threading.Event())

@@ -2,7 +2,8 @@
 end-to-end test in real VS Code (code-server 4.100.3 + headless Chromium + Playwright) passes.
 
 The end-to-end test needs what `bash vscode-extension/ci.sh prepare` installs (node >= 20, the
-extension's npm packages, code-server, Debian's chromium); without them it skips and says which.
+extension's npm packages, code-server, Debian's chromium); without them it skips and says which
+(in CI, where .ci/run installs them, it fails).
 Screenshots and logs: vscode-extension/.artifacts/.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from needs import missing
 
 from phi_lsp.settings import SECTION, wire_schema
 
@@ -68,10 +70,11 @@ def _missing_prerequisites() -> list[str]:
 
 @pytest.mark.slow
 def test_extension_end_to_end_in_code_server() -> None:
-    missing = _missing_prerequisites()
-    if missing:
-        pytest.skip(
-            f"VS Code e2e needs {', '.join(missing)}: run `bash vscode-extension/ci.sh prepare`"
+    absent = _missing_prerequisites()
+    if absent:
+        missing(
+            f"the VS Code end-to-end test's prerequisites ({', '.join(absent)})",
+            "run `bash vscode-extension/ci.sh prepare`",
         )
     # Package the current sources, so the test never runs a stale .vsix.
     subprocess.run(

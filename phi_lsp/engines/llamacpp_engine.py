@@ -97,6 +97,7 @@ class LlamaCppEngine:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
         self.eos_id = int(self.llm.token_eos())
+        self.draft_model = self.llm.draft_model
         self.table = TokenTable(
             [self.llm.detokenize([i]) for i in range(self.llm.n_vocab())], exclude=[self.eos_id]
         )
@@ -140,6 +141,9 @@ class LlamaCppEngine:
         stopped = "cancelled" if stop.is_set() else "length"
         limit = request.max_new_tokens + heal.given_back
         text = self._text(out, heal)
+        # Draft tokens are evaluated in one batch, so the last logits would not be those the
+        # token was sampled from: log-probabilities (ranking bodies) turn prompt lookup off.
+        self.llm.draft_model = None if request.logprobs else self.draft_model
         sampled = self.llm.generate(
             tokens + out, temp=request.temperature, top_k=40, top_p=0.95, min_p=0.05,
             repeat_penalty=1.0,

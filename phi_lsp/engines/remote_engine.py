@@ -7,6 +7,7 @@ stream (the upstream stops generating) and post-processing can end it early.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -19,17 +20,31 @@ import httpx
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError
 from phi_lsp.engines.healing import tail_start
+from phi_lsp.prompt import build_prompt
 
 log = logging.getLogger(__name__)
 
 RETRIES = 2
 BACKOFF_S = (0.2, 0.6)
-# A rough BPE-like split, used to budget prompts when the upstream cannot tokenize for us.
+# A rough BPE-like split: prompts are budgeted with it locally (see `tokenize`).
 APPROX_TOKEN = re.compile(r"\w+|[^\w\s]| +|\n|\t+")
+# Most upstream token counts per request: the prompt sent, and once more after a cut.
+FIT_ROUNDS = 2
 
 
 class RemoteError(Exception):
     """The upstream failed; the message says how."""
+
+
+class RemoteRejected(RemoteError):
+    """The upstream answered 4xx: asking again gets the same answer, so it is not retried."""
+
+
+def base_url(url: str) -> str:
+    """The server's root: `http://host:8000` and `http://host:8000/v1` (the OpenAI clients'
+    convention) both name it."""
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 class _Diverged(Exception):
@@ -64,7 +79,7 @@ class RemoteEngine:
     ) -> None:
         if not re.match(r"^https?://", url):
             raise ModelLoadError(f"phiLsp.remoteUrl must start with http:// or https://: {url!r}")
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.model = model
         self.n_ctx = n_ctx
         headers = {}
@@ -74,6 +89,8 @@ class RemoteEngine:
         # TLS certificates are verified (httpx's default); the key is never logged.
         self.client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s, connect=3.0))
         self._tokenize_path: str | None = None
+        # Upstream tokens per APPROX_TOKEN piece, learned from the prompts counted upstream.
+        self._scale = 1.0
         self.reachable, self.detail = self._probe()
         log.info("remote engine %s (model %s): %s", self.url, self.model, self.detail)
 
@@ -106,21 +123,56 @@ class RemoteEngine:
         return tokens if isinstance(tokens, list) else None
 
     def tokenize(self, text: str) -> list[int]:
-        if self._tokenize_path is not None:
-            try:
-                response = self.client.post(
-                    f"{self.url}{self._tokenize_path}", json=self._tokenize_body(text)
-                )
-                tokens = self._tokens_of(response.json())
-                if response.status_code == 200 and tokens is not None:
-                    return tokens
-            except (httpx.HTTPError, ValueError):
-                pass
-        return [0] * len(APPROX_TOKEN.findall(text))
+        """As many placeholder ids as `text` has tokens, estimated here, without a call.
+
+        The prompt builder counts a long file line by line: one HTTP call per count would be
+        hundreds per keystroke. `generate` counts the one prompt it sends upstream (`_fit`).
+        """
+        return [0] * int(len(APPROX_TOKEN.findall(text)) * self._scale + 0.5)
+
+    def _count_upstream(self, text: str) -> int | None:
+        """`text`'s tokens by the upstream's tokenizer; None when it cannot say."""
+        if self._tokenize_path is None:
+            return None
+        try:
+            response = self.client.post(
+                f"{self.url}{self._tokenize_path}", json=self._tokenize_body(text)
+            )
+            tokens = self._tokens_of(response.json())
+        except (httpx.HTTPError, ValueError):
+            return None
+        return len(tokens) if response.status_code == 200 and tokens is not None else None
+
+    def _fit(self, prompt: str, max_new_tokens: int) -> str:
+        """`prompt` within the context by the upstream's count: at most FIT_ROUNDS calls.
+
+        A prompt that is too long is cut again (imports kept, whole lines dropped from the top)
+        to a budget shrunk by how far off the estimate was; the last resort budgets by UTF-8
+        bytes, which no byte-level BPE token count exceeds.
+        """
+        budget = max(1, self.n_ctx - max_new_tokens)
+        target = budget
+        for _ in range(FIT_ROUNDS):
+            if len(prompt.encode("utf-8")) <= budget:
+                return prompt
+            exact = self._count_upstream(prompt)
+            if exact is None:
+                return prompt  # the estimate is all there is
+            pieces = len(APPROX_TOKEN.findall(prompt))
+            if pieces >= 64:  # learn from prompts long enough to average out
+                self._scale = min(4.0, max(0.25, exact / pieces * 1.05))
+            if exact <= budget:
+                return prompt
+            target = max(1, min(target - 1, int(target * budget / exact * 0.95)))
+            prompt = build_prompt(prompt, target, lambda s: len(self.tokenize(s)))
+        return build_prompt(prompt, budget, lambda s: len(s.encode("utf-8")))
 
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
         """Healing, as far as a text API allows: ask without the split tail and keep the answer
         only if it writes that tail again; otherwise ask again with the whole prompt."""
+        request = dataclasses.replace(
+            request, prompt=self._fit(request.prompt, request.max_new_tokens)
+        )
         tail = request.prompt[split_tail(request.prompt) :] if request.heal != "off" else ""
         if tail:
             try:
@@ -153,7 +205,13 @@ class RemoteEngine:
                 with self.client.stream("POST", f"{self.url}/v1/completions", json=body) as stream:
                     if stream.status_code >= 400:
                         stream.read()
-                        raise RemoteError(f"HTTP {stream.status_code}: {stream.text[:200]}")
+                        answer = f"HTTP {stream.status_code}: {stream.text[:200]}"
+                        if stream.status_code < 500:
+                            raise RemoteRejected(
+                                f"{self.url}/v1/completions answered {answer} (check "
+                                "phiLsp.remoteUrl, remoteModel and the API key)"
+                            )
+                        raise RemoteError(answer)
                     for choice in _choices(stream.iter_lines()):
                         text += choice.get("text") or ""
                         count += 1
@@ -175,6 +233,8 @@ class RemoteEngine:
                             stopped = "deadline"
                             break
                 break
+            except RemoteRejected:
+                raise
             except (httpx.TransportError, RemoteError) as exc:
                 retry = count == 0 and attempt < RETRIES and not stop.is_set()
                 retry = retry and not request.past_deadline()

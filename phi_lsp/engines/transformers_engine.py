@@ -213,20 +213,24 @@ class TransformersEngine:
             reused, cache = 0, None
         else:
             reused, cache = self._reusable_cache([] if request.fresh else ids)
-        with torch.inference_mode():
-            out = self.model.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=request.max_new_tokens + heal.given_back,
-                eos_token_id=self.eos_id,
-                pad_token_id=self.eos_id,
-                stopping_criteria=StoppingCriteriaList([criteria]),
-                logits_processor=LogitsProcessorList([_Healing(constraint, len(ids))]),
-                return_dict_in_generate=True,
-                output_logits=request.logprobs,
-                past_key_values=cache,
-                **sampling,
-            )
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    max_new_tokens=request.max_new_tokens + heal.given_back,
+                    eos_token_id=self.eos_id,
+                    pad_token_id=self.eos_id,
+                    stopping_criteria=StoppingCriteriaList([criteria]),
+                    logits_processor=LogitsProcessorList([_Healing(constraint, len(ids))]),
+                    return_dict_in_generate=True,
+                    output_logits=request.logprobs,
+                    past_key_values=cache,
+                    **sampling,
+                )
+        except BaseException:
+            self._cache, self._cache_ids = None, []  # written half-way (e.g. CUDA OOM): unusable
+            raise
         assert not isinstance(out, torch.Tensor)  # return_dict_in_generate=True
         self._keep_cache(out.past_key_values if cache is not None else None, out.sequences[0])
         new = out.sequences[0, len(ids) :].tolist()

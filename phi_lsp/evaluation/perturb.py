@@ -18,6 +18,8 @@ import re
 import tokenize
 from collections.abc import Callable
 
+from phi_lsp.documents import lsp_lines
+
 Perturbation = Callable[[str, str], str]
 
 
@@ -85,7 +87,7 @@ def extra_blank_lines(prompt: str, entry_point: str) -> str:
     """Every blank line doubled, and one more between the signature and the docstring."""
     doc = _docstring_lines(prompt, entry_point)
     protected = _string_lines(prompt)
-    lines = prompt.splitlines(keepends=True)
+    lines = list(lsp_lines(prompt))
     last_text = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     out: list[str] = []
     for i, line in enumerate(lines):
@@ -100,7 +102,7 @@ def extra_blank_lines(prompt: str, entry_point: str) -> str:
 def no_blank_lines(prompt: str, entry_point: str) -> str:
     """All blank lines removed (between imports and definitions, and inside the docstring)."""
     protected = _string_lines(prompt)
-    lines = prompt.splitlines(keepends=True)
+    lines = list(lsp_lines(prompt))
     return "".join(line for i, line in enumerate(lines) if line.strip() or i in protected)
 
 
@@ -132,7 +134,7 @@ def tabify(source: str) -> str:
     protected = _string_lines(source)
     levels = _block_levels(source)
     out: list[str] = []
-    for i, line in enumerate(source.splitlines(keepends=True)):
+    for i, line in enumerate(lsp_lines(source)):
         stripped = line.lstrip(" \t")
         width = len(line) - len(stripped)
         if i in protected or not stripped.strip():
@@ -217,7 +219,7 @@ def rename_map(prompt: str, entry_point: str) -> dict[str, str]:
 
 def _line_starts(source: str) -> list[int]:
     starts = [0]
-    for line in source.splitlines(keepends=True):
+    for line in lsp_lines(source):
         starts.append(starts[-1] + len(line))
     return starts
 
@@ -227,7 +229,7 @@ def _rename(source: str, entry_point: str, mapping: dict[str, str]) -> str:
     if not mapping:
         return source
     func = _entry_function(ast.parse(source), entry_point)
-    lines = source.splitlines(keepends=True)
+    lines = list(lsp_lines(source))
     starts = _line_starts(source)
     edits: list[tuple[int, int, str]] = []
     for node in ast.walk(func):
@@ -295,7 +297,7 @@ def reword_docstring(prompt: str, entry_point: str) -> str:
     doc = _docstring_lines(prompt, entry_point)
     if doc is None:
         return prompt
-    lines = prompt.splitlines(keepends=True)
+    lines = list(lsp_lines(prompt))
     in_example = False
     for i in range(doc[0], doc[1] + 1):
         text = lines[i].strip()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from phi_lsp.docfunc import Stub, _is_docstring, _make_stub
+from phi_lsp.documents import lsp_lines
 from phi_lsp.finetune.filters import is_trivial_body
 
 USER_SOURCE = "exercises"
@@ -86,7 +87,7 @@ Func = ast.FunctionDef | ast.AsyncFunctionDef
 def mine_source(text: str, source: str, path: str, kind: str = "mined") -> list[Exercise]:
     """Every docstring function in `text`, in file order. Raises SyntaxError."""
     tree = ast.parse(text)
-    lines = text.splitlines(keepends=True)
+    lines = list(lsp_lines(text))
     found: list[tuple[Func, list[ast.ClassDef], list[str], bool]] = []
 
     def visit(node: ast.AST, classes: list[ast.ClassDef], names: list[str], nested: bool) -> None:
@@ -161,7 +162,7 @@ def load_user_exercises(paths: Iterable[Path]) -> UserExercises:
                 continue
             result.exercises.extend(found)
             continue
-        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, raw in enumerate(lsp_lines(path.read_text(encoding="utf-8")), 1):
             if not raw.strip():
                 continue
             try:
