@@ -93,8 +93,13 @@ SEATBELT_PROFILE = """(version 1)
 (deny file-write*)
 (allow file-write* (subpath (param "WORKDIR")) (literal "/dev/null"))
 """
-# What the features probe runs: it must import and write a temporary file like a doctest does.
-PROBE_PROGRAM = "import doctest, tempfile\nwith tempfile.TemporaryFile() as f:\n    f.write(b'x')\n"
+# What the features probe runs: the imports (compiled modules included) and the temporary
+# file of a typical doctest, so that a confinement that breaks Python shows as broken.
+PROBE_PROGRAM = (
+    "import datetime, decimal, doctest, json, math, random, re, tempfile\n"
+    "with tempfile.TemporaryFile() as f:\n"
+    "    f.write(b'x')\n"
+)
 
 
 @dataclass(frozen=True)

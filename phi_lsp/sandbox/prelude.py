@@ -44,6 +44,7 @@ READABLE = (
     "/lib64",
     "/lib32",
     "/libx32",
+    "/nix/store",
     "/etc/ld.so.cache",
     "/etc/localtime",
     "/etc/mime.types",
@@ -579,8 +580,13 @@ def guard_writes(
 
     def fd_path(fd: int) -> str | None:
         try:
+            if sys.platform == "darwin":
+                import fcntl
+
+                raw = fcntl.fcntl(fd, fcntl.F_GETPATH, bytes(1024))
+                return os.fsdecode(raw.split(b"\0", 1)[0])
             return os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
+        except (OSError, AttributeError):
             return None
 
     def resolve(path: Any, dir_fd: int | None = None, follow: bool = True) -> str | None:
