@@ -460,18 +460,18 @@ async def test_the_server_keeps_answering_while_hostile_programs_run(tmp_path: P
     assert "x = 1" in str(answer)
 
 
-def test_an_unprivileged_user_gets_the_same_confinement(outside: Path) -> None:
+def test_an_unprivileged_user_gets_the_same_confinement(outside: Path, code: Path) -> None:
     """As `nobody` (the files outside are theirs, so only the sandbox stands in the way)."""
     if os.geteuid() != 0:
         pytest.skip("already unprivileged: every other test here runs as this user")
     require_kernel_confinement()
-    python = unprivileged_python()
+    python = unprivileged_python(code)
     names = sorted(HOSTILE_WRITES)
     programs = [UNDO_GUARD + hostile(n, outside, outside / "home-probe") for n in names]
     programs += [hostile(n, outside, outside / "home-probe") for n in names]
     script = (
         "import json, sys\n"
-        f"sys.path.insert(0, {str(REPO)!r})\n"
+        f"sys.path.insert(0, {str(code)!r})\n"
         "from phi_lsp.sandbox import run_sandboxed, sandbox_features\n"
         "programs = json.loads(sys.stdin.read())\n"
         "results = [run_sandboxed(p).status for p in programs]\n"
@@ -494,11 +494,24 @@ def test_an_unprivileged_user_gets_the_same_confinement(outside: Path) -> None:
     assert not (outside / "home-probe").exists()
 
 
-def unprivileged_python() -> str:
-    """A Python that `nobody` can run and that finds this checkout (fail in CI, else skip)."""
+@pytest.fixture
+def code() -> Iterator[Path]:
+    """phi_lsp/__init__.py and phi_lsp/sandbox/ (all the code under test) where `nobody` can
+    read them, wherever this checkout is (CI may check out under /root)."""
+    root = Path(tempfile.mkdtemp(prefix="phi-lsp-code-"))
+    shutil.copytree(REPO / "phi_lsp" / "sandbox", root / "phi_lsp" / "sandbox")
+    shutil.copy(REPO / "phi_lsp" / "__init__.py", root / "phi_lsp" / "__init__.py")
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def unprivileged_python(code: Path) -> str:
+    """A Python that `nobody` can run the sandbox with (fail in CI, else skip)."""
     candidates = [sys.executable, "/usr/bin/python3", shutil.which("python3")]
     probe = (
-        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+        f"import sys; sys.path.insert(0, {str(code)!r})\n"
         "from phi_lsp.sandbox import run_sandboxed\n"
         "assert run_sandboxed('pass').passed\n"
     )
@@ -508,7 +521,7 @@ def unprivileged_python() -> str:
         )
         if done.returncode == 0:
             return python
-    message = f"no Python that uid {NOBODY} can run with {REPO} on its path"
+    message = f"no Python that uid {NOBODY} can run the sandbox with ({candidates})"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -496,12 +496,13 @@ def install_guard(workdir: str, violations: list[str]) -> None:
     write outside the run directory raise `SandboxViolation`, and each attempt is remembered."""
     import _io
     import _socket
+    import importlib
     import io
-    import posix
     import shutil
     import socket
     import subprocess
 
+    native = importlib.import_module(os.name)  # posix, or nt on Windows
     posixsubprocess: Any = None
     with contextlib.suppress(ImportError):
         import _posixsubprocess as posixsubprocess
@@ -541,7 +542,7 @@ def install_guard(workdir: str, violations: list[str]) -> None:
         shutil: ("chown",),
         posixsubprocess: ("fork_exec",),
         os: BLOCKED_OS,
-        posix: BLOCKED_OS,
+        native: BLOCKED_OS,
     }
     for module, names in blocked.items():
         if module is None:
@@ -549,7 +550,7 @@ def install_guard(workdir: str, violations: list[str]) -> None:
         for name in names:
             if hasattr(module, name):
                 setattr(module, name, deny(f"{module.__name__}.{name}", getattr(module, name)))
-    guard_writes(workdir, violations, [os, posix], io, _io, shutil)
+    guard_writes(workdir, violations, [os, native], io, _io, shutil)
 
     class BlockImports:
         """Importing these (they reach around the guard) is a violation."""
