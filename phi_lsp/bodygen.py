@@ -12,6 +12,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from phi_lsp.docfunc import (
     Stub,
@@ -52,6 +53,7 @@ class BodyResult:
     chosen: Candidate | None
     candidates: list[Candidate]
     cancelled: bool = False
+    note: str = ""  # why the doctests were not run, where they were not
 
 
 def run_doctests_sandboxed(stub: Stub, body: str) -> tuple[int, int]:
@@ -63,6 +65,27 @@ def run_doctests_sandboxed(stub: Stub, body: str) -> tuple[int, int]:
     if match is None:  # crashed, timed out or never reached the doctests
         return 0, doctest_examples(stub)
     return int(match.group(1)), int(match.group(2))
+
+
+def doctest_runner(
+    policy: str, features: dict[str, Any] | None = None
+) -> tuple[DoctestRunner | None, str]:
+    """The doctest runner the `generateRunDoctests` policy allows with these sandbox `features`
+    (default: this machine's), or None and why: model-written code runs only under kernel
+    confinement unless the user says so."""
+    if policy == "never":
+        return None, "doctests not run (generateRunDoctests: never)"
+    if policy == "when-confined":
+        if features is None:
+            from phi_lsp.sandbox import sandbox_features
+
+            features = sandbox_features()
+        if not features["files_confined"]:
+            return None, (
+                f"doctests not run: the sandbox here is {features['confinement']}, with no "
+                'kernel file confinement (generateRunDoctests: "always" runs them anyway)'
+            )
+    return run_doctests_sandboxed, ""
 
 
 def generate_candidates(
@@ -115,12 +138,17 @@ def best_body(
     max_new_tokens: int = 256,
     stop: threading.Event,
     run_doctests: DoctestRunner | None = run_doctests_sandboxed,
+    not_run: str = "",
 ) -> BodyResult:
+    """Generate `n` candidates and choose one; `not_run` says why `run_doctests` is None."""
     candidates = generate_candidates(
         engine, stub, n=n, temperature=temperature, max_new_tokens=max_new_tokens, stop=stop
     )
     if candidates is None:
         return BodyResult(None, [], cancelled=True)
+    note = not_run if run_doctests is None and doctest_examples(stub) else ""
+    if note:
+        log.warning("%s: %s", stub.name, note)
     if run_doctests is not None and doctest_examples(stub):
         for candidate in candidates:
             if candidate.rejected is None and not stop.is_set():
@@ -134,4 +162,4 @@ def best_body(
             c.evidence,
             f" (rejected: {c.rejected})" if c.rejected else "",
         )
-    return BodyResult(chosen, candidates, cancelled=stop.is_set())
+    return BodyResult(chosen, candidates, cancelled=stop.is_set(), note=note)

@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--backend", choices=["auto", "llamacpp", "transformers"], default="auto")
     generate.add_argument("--candidates", type=int, default=3)
     generate.add_argument("--write", action="store_true", help="apply it to the file")
+    generate.add_argument(
+        "--run-doctests",
+        choices=["when-confined", "always", "never"],
+        default="when-confined",
+        help="rank by the doctests, run in the sandbox (like the generateRunDoctests setting)",
+    )
     generate.set_defaults(run=run_generate)
 
     evaluate = commands.add_parser("eval", help="HumanEval and contamination checks")
@@ -278,7 +284,7 @@ def _engine(model: str | None, backend: str) -> Engine:
 def run_generate(args: argparse.Namespace) -> int:
     import threading
 
-    from phi_lsp.bodygen import best_body
+    from phi_lsp.bodygen import best_body, doctest_runner
     from phi_lsp.docfunc import find_stub, replace_body
     from phi_lsp.engines.base import ModelLoadError
 
@@ -294,8 +300,18 @@ def run_generate(args: argparse.Namespace) -> int:
         engine = _engine(args.model, args.backend)
     except ModelLoadError as exc:
         return _fail(exc)
-    result = best_body(engine, stub, n=args.candidates, stop=threading.Event())
+    runner, not_run = doctest_runner(args.run_doctests)
+    result = best_body(
+        engine,
+        stub,
+        n=args.candidates,
+        stop=threading.Event(),
+        run_doctests=runner,
+        not_run=not_run,
+    )
     engine.close()
+    if result.note:
+        print(f"# {result.note}", file=sys.stderr)
     if result.chosen is None:
         return _fail(ValueError("no candidate parsed and fit the signature"))
     print(f"# {stub.name}: {result.chosen.evidence}", file=sys.stderr)

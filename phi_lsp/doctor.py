@@ -38,7 +38,23 @@ def run_checks(model: str = "phi-1") -> list[Check]:
     checks += _torch_checks()
     checks += _llamacpp_checks()
     checks += _model_checks(model)
+    checks.append(_sandbox_check())
     return checks
+
+
+def _sandbox_check() -> Check:
+    """What confines model-written code (doctests of generated bodies, `phi-lsp eval`)."""
+    from phi_lsp.sandbox import sandbox_features
+
+    features = sandbox_features()
+    return Check(
+        "sandbox",
+        bool(features["files_confined"]),
+        str(features["confinement"]),
+        "Linux >= 5.13 with Landlock enabled (or macOS sandbox-exec) confines files at the "
+        "kernel level; until then the doctests of generated bodies run only with "
+        'generateRunDoctests: "always"',
+    )
 
 
 def _torch_checks() -> list[Check]:

@@ -146,6 +146,13 @@ class Settings(BaseModel):
     generate_temperature: float = Field(
         0.8, ge=0.0, le=2.0, description="Docstring → body: temperature of the sampled candidates."
     )
+    generate_run_doctests: Literal["when-confined", "always", "never"] = Field(
+        "when-confined",
+        description="Docstring → body: run the candidates' doctests in the sandbox to rank them. "
+        "`when-confined`: only where the kernel keeps the sandbox's writes in its run directory "
+        "(Landlock on Linux, sandbox-exec on macOS; see `phi-lsp doctor`); `always`: also with "
+        "only the Python guard; `never`: rank by log-probability alone.",
+    )
     completion_fallback: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Offer `textDocument/completion` items: `auto` only for clients without "

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from tinymodel import TinyModel
 
-from phi_lsp.bodygen import Candidate, best_body, choose, run_doctests_sandboxed
+from phi_lsp.bodygen import Candidate, best_body, choose, doctest_runner, run_doctests_sandboxed
 from phi_lsp.docfunc import check_candidate, find_stub
 
 SOURCE = '''def double(x: int) -> int:
@@ -68,3 +69,48 @@ def test_best_body_with_the_tiny_model(tiny_model: TinyModel) -> None:
     assert not result.cancelled and 1 <= len(result.candidates) <= 3
     assert len({c.body for c in result.candidates}) == len(result.candidates)
     assert result.chosen is None or result.chosen.rejected is None
+
+
+def test_doctests_run_only_under_kernel_confinement_unless_the_user_says_always() -> None:
+    guard_only = {"files_confined": False, "confinement": "python guard only"}
+    confined = {"files_confined": True, "confinement": "landlock ABI 7, seccomp, python guard"}
+    runner, why = doctest_runner("when-confined", guard_only)
+    assert runner is None and "python guard only" in why and '"always"' in why
+    assert doctest_runner("when-confined", confined) == (run_doctests_sandboxed, "")
+    assert doctest_runner("always", guard_only) == (run_doctests_sandboxed, "")
+    runner, why = doctest_runner("never", confined)
+    assert runner is None and "never" in why
+    # This machine: the answer follows what the sandbox probe found.
+    from phi_lsp.sandbox import sandbox_features
+
+    here, _ = doctest_runner("when-confined")
+    assert (here is not None) == sandbox_features()["files_confined"]
+
+
+@pytest.mark.parametrize("policy", ["never", "always"])
+def test_best_body_says_when_the_doctests_were_not_run(tiny_model: TinyModel, policy: str) -> None:
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+    stub = find_stub(SOURCE, 1)
+    assert stub is not None
+    runner, why = doctest_runner(policy)
+    engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
+    try:
+        result = best_body(
+            engine,
+            stub,
+            n=2,
+            max_new_tokens=16,
+            stop=threading.Event(),
+            run_doctests=runner,
+            not_run=why,
+        )
+    finally:
+        engine.close()
+    if policy == "never":
+        assert result.note == why and why
+        assert all(c.doctests_total == 0 for c in result.candidates)
+    else:
+        assert result.note == ""
+        usable = [c for c in result.candidates if c.rejected is None]
+        assert all(c.doctests_total == 2 for c in usable)

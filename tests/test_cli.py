@@ -16,6 +16,7 @@ from pytest_lsp.client import make_test_lsp_client
 from tinymodel import TinyModel
 
 from phi_lsp.model_source import resolve_model
+from phi_lsp.sandbox import sandbox_features
 
 
 def phi_lsp(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
@@ -126,6 +127,9 @@ def test_doctor_says_what_auto_picks_and_how_to_fix_a_missing_model(
     done = phi_lsp("doctor", "--model", str(tiny_model.gguf_f32), home=tmp_path)
     assert "backend auto → llamacpp" in done.stdout
     assert "llama.cpp" in done.stdout and "torch" in done.stdout
+    (sandbox,) = [line for line in done.stdout.splitlines() if line[4:].startswith("sandbox ")]
+    assert sandbox_features()["confinement"] in sandbox
+    assert sandbox.startswith("ok ") == sandbox_features()["files_confined"]
     missing = phi_lsp("doctor", "--model", "phi-2", home=tmp_path)
     assert missing.returncode == 1
     assert "fix: phi-lsp models pull phi-2" in missing.stdout
@@ -149,7 +153,9 @@ def test_generate_prints_or_writes_the_body(tmp_path: Path, trained_model: TinyM
     )
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.rstrip().endswith('    """\n    return a + b')
-    assert "doctests 1/1" in printed.stderr
+    # By default the doctests run where the kernel confines the sandbox (CI: Landlock).
+    confined = sandbox_features()["files_confined"]
+    assert ("doctests 1/1" if confined else "doctests not run: the sandbox") in printed.stderr
     written = phi_lsp(
         "generate",
         f"{path}:1",
@@ -158,9 +164,12 @@ def test_generate_prints_or_writes_the_body(tmp_path: Path, trained_model: TinyM
         "--candidates",
         "1",
         "--write",
+        "--run-doctests",
+        "never",
         home=tmp_path,
     )
     assert written.returncode == 0, written.stderr
+    assert "doctests not run (generateRunDoctests: never)" in written.stderr
     assert path.read_text() == source.replace("    pass\n", "    return a + b\n")
 
 

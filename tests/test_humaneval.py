@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -112,7 +113,13 @@ def test_empty_bodies_score_zero(tmp_path: Path) -> None:
     first = json.loads(lines[0])
     assert first["task_id"] == "HumanEval/0" and first["status"] == "failed"
     assert {"completion", "detail", "sample"} <= set(first)
-    assert "pass@1 (greedy) | 0.0000 (0/40)" in (tmp_path / "summary.md").read_text()
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "pass@1 (greedy) | 0.0000 (0/40)" in markdown
+    # The report names the confinement the checks ran under.
+    sandbox = json.loads((tmp_path / "summary.json").read_text())["sandbox"]
+    assert f"| sandbox | {sandbox['confinement']} |" in markdown
+    if os.environ.get("CI") == "true":  # CI runs on Linux with Landlock and seccomp
+        assert sandbox["files"] == "landlock" and sandbox["process_limit"], sandbox
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temporary files
 
 

@@ -403,6 +403,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         f"| statuses | {statuses} |",
         f"| skipped tasks | {len(summary['skipped'])} |",
         f"| wall time | {summary['wall_s']:.1f} s (generation {summary['generation_s']:.1f} s) |",
+        f"| sandbox | {summary['sandbox']['confinement']} |",
         "",
     ]
     return "\n".join(rows)

@@ -8,7 +8,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from phi_lsp.bodygen import BodyResult, best_body
+from phi_lsp.bodygen import BodyResult, best_body, doctest_runner
 from phi_lsp.docfunc import Stub, find_stub
 from phi_lsp.engines.base import Engine
 from phi_lsp.runner import Superseded
@@ -80,6 +80,7 @@ async def generate_edit(
     _cancel_with_progress(ls, token)
 
     def work(engine: Engine, stop: threading.Event) -> BodyResult:
+        runner, not_run = doctest_runner(settings.generate_run_doctests)
         return best_body(
             engine,
             stub,
@@ -87,6 +88,8 @@ async def generate_edit(
             stop=stop,
             temperature=settings.generate_temperature,
             max_new_tokens=settings.generate_max_tokens,
+            run_doctests=runner,
+            not_run=not_run,
         )
 
     message = "cancelled"
@@ -97,6 +100,8 @@ async def generate_edit(
             message = "no candidate parsed and fit the signature"
             return None
         message = f"{stub.name}(): {result.chosen.evidence}"
+        if result.note:
+            message += f"; {result.note}"
         log.info("generated %s: %s", stub.name, message)
         if ls.workspace.get_text_document(uri).version != version:
             message = "the document changed meanwhile; not applied"
