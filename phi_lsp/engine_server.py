@@ -19,7 +19,9 @@ def main() -> None:
     assert separator == "--", "usage: engine_server CPU_BUFFERS GGUF -- ARGS"
     with weight_buffers(mode, Path(gguf)) as buffers:
         print(f"phi-lsp engine: {buffers.description}", file=sys.stderr, flush=True)
-        sys.argv = ["llama_cpp.server", *rest]
+        # Repacked weights are copies: without this the mapped file would hold them twice.
+        no_mmap = [] if buffers.use_mmap else ["--use_mmap", "False"]
+        sys.argv = ["llama_cpp.server", *rest, *no_mmap]
         runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 
 

@@ -1,4 +1,4 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures. (A missing prerequisite: tests/needs.py, which fails under CI=true.)"""
 
 from __future__ import annotations
 

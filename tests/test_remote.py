@@ -381,3 +381,23 @@ def test_remote_asks_again_unhealed_when_the_answer_does_not_write_the_tail(
     plain = engine.generate(replace(request, heal="off"), threading.Event())
     engine.close()
     assert healed.healed == "" and healed.text == plain.text
+
+
+def test_the_shared_engine_does_not_map_repacked_weights(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    """`phi-lsp engine` (engine_server) loads as the in-process engine does: no mmap when
+    llama.cpp repacks the weights (Q4_0 in CPU_REPACK or AMX), else it holds them twice."""
+    from phi_lsp.engines.llama_buffers import repacks
+    from phi_lsp.quantize import quantize_gguf
+
+    model = quantize_gguf(tiny_model.gguf_f16, tmp_path / "shared-q4_0.gguf", "q4_0", threads=2)
+    port = free_port()
+    process = start_upstream(model, port, tmp_path / "upstream.log")
+    try:
+        maps = Path(f"/proc/{process.pid}/maps").read_text()
+        assert (str(model) in maps) is not repacks(model), (tmp_path / "upstream.log").read_text()
+        assert repacks(model) == ("CPU_REPACK" in (tmp_path / "upstream.log").read_text())
+    finally:
+        process.kill()
+        process.wait()
