@@ -56,7 +56,9 @@ class PhiProtocol(LanguageServerProtocol):
         return super().send_request(method, params, callback, msg_id)
 
     def structure_message(self, data: dict[str, Any]) -> Any:
-        is_response = "jsonrpc" in data and "id" in data and "method" not in data
+        is_response = (
+            "jsonrpc" in data and isinstance(data.get("id"), str | int) and "method" not in data
+        )
         method = self._awaited.pop(data["id"], None) if is_response else None
         try:
             return super().structure_message(data)
