@@ -75,6 +75,22 @@ class PhiProtocol(LanguageServerProtocol):
             self._send_response(data["id"], error=reply.to_response_error())
             return _Answered()
 
+    def _answer_nobody_awaits(self, message: Any) -> bool:
+        """A response to a request whose waiter gave up (its task was cancelled).
+
+        pygls would set the result of the cancelled future, raise InvalidStateError and report
+        it as a server error; the answer is simply not needed any more.
+        """
+        msg_id = getattr(message, "id", None)
+        if hasattr(message, "method") or not isinstance(msg_id, str | int):
+            return False
+        future = self._request_futures.get(msg_id)
+        if future is None or not future.done():
+            return False
+        del self._request_futures[msg_id]
+        log.debug("dropped the answer to %s: nobody waits for it any more", msg_id)
+        return True
+
     def _fail_wait(self, msg_id: Any, method: str, exc: JsonRpcException) -> None:
         """Resolve the future awaiting the client's unreadable answer with an error."""
         cause = exc.__cause__
@@ -86,7 +102,7 @@ class PhiProtocol(LanguageServerProtocol):
             future.set_exception(JsonRpcInternalError(message=detail[:500]))
 
     def handle_message(self, message: Any) -> None:
-        if isinstance(message, _Answered):
+        if isinstance(message, _Answered) or self._answer_nobody_awaits(message):
             return
         method = getattr(message, "method", None)
         msg_id = getattr(message, "id", None)
