@@ -23,6 +23,7 @@ from phi_lsp.pipeline import Suggestion
 from phi_lsp.protocol import PhiProtocol
 from phi_lsp.runner import EngineRunner, Superseded
 from phi_lsp.settings import SECTION, Settings, settings_from_client
+from phi_lsp.stub_index import StubIndex
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,10 @@ class PhiLanguageServer(LanguageServer):
             self.runner, lambda: self.settings, lambda m: self.show(m, types.MessageType.Warning)
         )
         self._load_task: asyncio.Task[None] | None = None
+        # Where the docstring stubs are, per document version (code actions).
+        self.stubs = StubIndex()
+        # Function bodies being written in the background, by function (features.generate).
+        self.body_jobs: dict[str, Any] = {}
         # The document last opened or edited: the one to prefill when the model becomes ready.
         self.focus: str | None = None
 
@@ -120,6 +125,10 @@ class PhiLanguageServer(LanguageServer):
         begin = types.WorkDoneProgressBegin(title=title, cancellable=cancellable)
         self.work_done_progress.begin(token, begin)
         return token
+
+    def report_progress(self, token: str | None, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
 
     def end_progress(self, token: str | None, message: str) -> None:
         if token is not None:
