@@ -108,16 +108,23 @@ class EngineRunner:
     def ready(self) -> bool:
         return self.engine is not None and not self.loading
 
-    async def load(self, settings: Settings) -> Engine:
+    def reserve_load(self) -> int:
+        """A ticket for a load about to begin: every load asked for before is superseded."""
+        self._load_generation += 1
+        return self._load_generation
+
+    async def load(self, settings: Settings, ticket: int | None = None) -> Engine:
         """Load the engine for `settings` on the worker thread, replacing the current one.
 
         Raises ModelLoadError (or any loading error); the previous engine is closed either way,
-        since its settings are no longer the ones in force. Raises Superseded when a newer load
-        started before this one finished: then this one does not load at all if it had not
-        begun, and its failure, if it fails, is not reported (the newer load's result counts).
+        since its settings are no longer the ones in force. `ticket` is from `reserve_load`
+        (default: a new one). Raises Superseded when a newer load was asked for before this
+        one finished: then this one does not load at all if it had not begun, and its failure,
+        if it fails, is not reported (the newer load's result counts).
         """
-        self._load_generation += 1
-        ticket = self._load_generation
+        ticket = self.reserve_load() if ticket is None else ticket
+        if ticket != self._load_generation:
+            raise Superseded("a newer model load was asked for before this one began")
         self.loading, self.load_error = True, None
         self._warm_stop.set()
         for stop in self._in_flight.values():

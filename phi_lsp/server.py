@@ -77,29 +77,30 @@ class PhiLanguageServer(LanguageServer):
     def schedule_load(self) -> None:
         """Start loading the model in the background; a newer load replaces an older one.
 
-        An older load is not cancelled: it finishes on the worker, sees it was replaced and
-        closes what it loaded (cancelling the await would leak the engine being loaded).
+        The load takes its ticket (and the settings) now: one asked for later supersedes it
+        from this moment, so it never starts if it has not yet. A load already running is not
+        cancelled: it finishes on the worker, sees it was replaced and closes what it loaded
+        (cancelling the await would leak the engine being loaded).
         """
-        self._load_task = asyncio.ensure_future(self.load_model())
+        ticket = self.runner.reserve_load()
+        self._load_task = asyncio.ensure_future(self.load_model(self.settings, ticket))
 
-    async def load_model(self) -> None:
-        token = await self.begin_progress(f"phi-lsp: loading {self.settings.model}")
+    async def load_model(self, settings: Settings, ticket: int) -> None:
+        token = await self.begin_progress(f"phi-lsp: loading {settings.model}")
         t0 = time.perf_counter()
         self.completer.cache.clear()  # suggestions of the previous model are not this one's
         try:
-            engine = await self.runner.load(self.settings)
+            engine = await self.runner.load(settings, ticket)
         except Superseded:
             message = "replaced by a newer load"
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except BaseException as exc:  # any loading failure must leave the server serving
-            message = _load_failure_message(self.settings.model, exc)
+            message = _load_failure_message(settings.model, exc)
             log.error(message, exc_info=not isinstance(exc, ModelLoadError))
             self.show(message, types.MessageType.Error)
         else:
-            message = (
-                f"{self.settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
-            )
+            message = f"{settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
             log.info(message)
             self.prefill_focus()
         finally:
