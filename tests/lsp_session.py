@@ -121,3 +121,12 @@ async def inline_completion(
     if result is None:
         return []
     return list(result.items if isinstance(result, types.InlineCompletionList) else result)
+
+
+def send_now(client: LanguageClient, method: str, params: Any) -> asyncio.Future[Any]:
+    """Send a request at once and return its answer's future.
+
+    pytest-lsp's `send_request_async` is a coroutine: it sends only when awaited, so two of
+    them created back to back are sent one after the other's answer.
+    """
+    return asyncio.wrap_future(client.protocol.send_request(method, params))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import pytest
-from lsp_session import inline_params, lsp_session, open_document, wait_for_loads
+from lsp_session import inline_params, lsp_session, open_document, send_now, wait_for_loads
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError
 from pytest_lsp import LanguageClient
@@ -115,8 +115,8 @@ async def test_second_request_for_the_same_function_replaces_the_first(
         params = generate_params(uri)
         # Sent back to back: the second reaches the server before the first can have asked
         # for its progress (messages from one client are read in order), let alone finished.
-        first = client.protocol.send_request_async(types.WORKSPACE_EXECUTE_COMMAND, params)
-        second = client.protocol.send_request_async(types.WORKSPACE_EXECUTE_COMMAND, params)
+        first = send_now(client, types.WORKSPACE_EXECUTE_COMMAND, params)
+        second = send_now(client, types.WORKSPACE_EXECUTE_COMMAND, params)
         assert await asyncio.wait_for(first, 60) == {"function": "add"}
         assert await asyncio.wait_for(second, 60) == {"function": "add"}
         *replaced, end = await wait_for_generations(client, until=REPLACED)
