@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.completer import COMPLETIONS, Completer
@@ -120,7 +121,7 @@ async def test_queued_completions_run_before_queued_background_work() -> None:
 
 @pytest.fixture
 def llama_settings(tiny_model: TinyModel) -> Settings:
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     return Settings(model=str(tiny_model.gguf_f32), backend="llamacpp", n_threads=2)
 
 
