@@ -27,6 +27,12 @@ from phi_lsp.stub_index import StubIndex
 
 log = logging.getLogger(__name__)
 
+# How long to wait for the editor's answer to workspace/configuration or
+# window/workDoneProgress/create (editors answer at once) before going on without it: a client
+# that loses the request (lsp-mode 8.0 drops a request that arrives in the same read as the
+# answer to its synchronous request) must not stall the model load or a generation forever.
+CLIENT_ANSWER_TIMEOUT_S = 5.0
+
 
 class PhiLanguageServer(LanguageServer):
     def __init__(self, overrides: dict[str, Any] | None = None) -> None:
@@ -64,12 +70,13 @@ class PhiLanguageServer(LanguageServer):
         caps = self.client_capabilities.workspace
         if not (caps and caps.configuration):
             return None
+        params = types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
         try:
-            items = await self.workspace_configuration_async(
-                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+            items = await asyncio.wait_for(
+                self.workspace_configuration_async(params), CLIENT_ANSWER_TIMEOUT_S
             )
-        except Exception as exc:  # a client that errors here must not stop the server
-            log.warning("workspace/configuration failed: %s", exc)
+        except Exception as exc:  # a client that errors (or never answers) must not stop us
+            log.warning("workspace/configuration failed: %s", _why(exc))
             return None
         return items[0] if items else None
 
@@ -119,9 +126,11 @@ class PhiLanguageServer(LanguageServer):
             return None
         token = f"phi-lsp/{time.monotonic_ns()}"
         try:
-            await self.work_done_progress.create_async(token)
+            await asyncio.wait_for(
+                self.work_done_progress.create_async(token), CLIENT_ANSWER_TIMEOUT_S
+            )
         except Exception as exc:
-            log.warning("work done progress refused: %s", exc)
+            log.warning("work done progress refused: %s", _why(exc))
             return None
         begin = types.WorkDoneProgressBegin(title=title, cancellable=cancellable)
         self.work_done_progress.begin(token, begin)
@@ -163,6 +172,12 @@ class PhiLanguageServer(LanguageServer):
 
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer from the editor in {CLIENT_ANSWER_TIMEOUT_S:.0f} s"
+    return str(exc)
 
 
 def _load_failure_message(model: str, exc: BaseException) -> str:
