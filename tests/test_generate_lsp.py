@@ -223,11 +223,11 @@ async def test_a_refused_edit_is_logged_not_shown(
         answer = client.workspace_execute_command_async(generate_params(uri))
         assert await asyncio.wait_for(answer, 60) == {"function": "add"}
         (end,) = await wait_for_generations(client)
-        assert "did not apply" in end
+        assert "not applied" in end
         assert [m for m in client.messages if m.type != types.MessageType.Info] == []
     log = (tmp_path / "server.log").read_text()
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
-    (line,) = [x for x in log.splitlines() if "did not apply" in x]
+    (line,) = [x for x in log.splitlines() if "not applied" in x]
     assert " INFO " in line and ("User cancelled server edit" in line or "declined" in line)
 
 

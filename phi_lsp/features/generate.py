@@ -156,16 +156,16 @@ async def apply_result(ls: PhiLanguageServer, job: BodyJob, result: BodyResult) 
         evidence += f"; {result.note}"
     doc = ls.open_document(job.uri)
     if doc is None or doc.version != job.version:
-        return f"{evidence}; the document changed meanwhile, not applied"
+        return f"{evidence}; not applied: the document changed meanwhile"
     edit = body_edit(ls, job.uri, job.stub, result.chosen.body, job.version)
     try:
         answer = await ls.workspace_apply_edit_async(
             types.ApplyWorkspaceEditParams(edit=edit, label=TITLE)
         )
     except Exception as exc:  # eglot refuses with an error: "User cancelled server edit"
-        return f"{evidence}; the editor did not apply it: {exc}"
+        return f"{evidence}; not applied by the editor: {exc}"
     if not answer.applied:
-        return f"{evidence}; the editor did not apply it" + (
+        return f"{evidence}; not applied by the editor" + (
             f": {answer.failure_reason}" if answer.failure_reason else ""
         )
     return evidence
