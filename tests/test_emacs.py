@@ -90,6 +90,7 @@ def run_emacs(emacs: str, client: str, tmp_path: Path, model: Path) -> tuple[dic
         "PHI_LINE": str(RETURN_LINE),
         "PHI_OUT": str(result_file),
         "PHI_TIMEOUT": "120",
+        "PHI_LOG_IO": "1",
         "PHI_LSP_HOME": str(tmp_path / "home"),
         "HOME": str(tmp_path),  # no user init, no saved sessions
         "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -126,7 +127,7 @@ def test_emacs_completes_and_writes_the_body_and_takes_a_no(
     assert result["actions_after"] == 1
     assert not [m for m in result["messages"] if m.startswith("1:")], result["messages"]
     assert " ERROR " not in log and "Traceback" not in log, log[-3000:]
-    (refused,) = [line for line in log.splitlines() if "did not apply" in line]
+    (refused,) = [line for line in log.splitlines() if "not applied" in line]
     assert " INFO " in refused
     if client == "eglot":
         assert "User cancelled server edit" in refused

@@ -49,7 +49,20 @@
   (delete-region (line-beginning-position) (line-end-position))
   (insert "    pass"))
 
+(defun phi-log-tail ()
+  "The end of *Messages* and of any client log buffer: for the test's failure message."
+  (mapconcat (lambda (buffer)
+               (with-current-buffer buffer
+                 (format "--- %s\n%s" (buffer-name)
+                         (buffer-substring-no-properties
+                          (max (point-min) (- (point-max) 3000)) (point-max)))))
+             (cl-remove-if-not (lambda (b) (string-match-p "^\\*\\(Messages\\|.*log\\)" (buffer-name b)))
+                               (buffer-list))
+             "\n"))
+
 (defun phi-finish ()
+  (when (gethash "error" phi-result)
+    (phi-put "emacs_log" (phi-log-tail)))
   (phi-put "messages" (vconcat (reverse phi-messages)))
   (phi-put "asked" phi-asked)
   (with-temp-file (getenv "PHI_OUT")

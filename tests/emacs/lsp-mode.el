@@ -18,7 +18,8 @@
       lsp-headerline-breadcrumb-enable nil
       lsp-modeline-code-actions-enable nil
       lsp-modeline-diagnostics-enable nil
-      lsp-modeline-workspace-status-enable nil)
+      lsp-modeline-workspace-status-enable nil
+      lsp-log-io (and (getenv "PHI_LOG_IO") t))
 (require 'lsp-mode)
 (require 'lsp-completion)
 
