@@ -2,7 +2,8 @@
 
 The handlers call `Completer.suggest`; it answers from the cache when the user is typing into a
 suggestion already shown, waits out fast typing bursts, and otherwise runs the pipeline on the
-engine's worker (newest request per document wins).
+engine's worker. The newest request wins across all documents: the user has one cursor, and a
+request for another file must not wait for the previous file's generation.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from phi_lsp.debounce import TypingRhythm
 from phi_lsp.engines.base import Engine
 from phi_lsp.pipeline import Suggestion, suggest, warm, warm_document
-from phi_lsp.runner import EngineRunner, Superseded
+from phi_lsp.runner import EngineRunner, Priority, Superseded
 from phi_lsp.settings import Settings
 from phi_lsp.suggestion_cache import SuggestionCache
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 # Most an adaptive debounce waits.
 MAX_DEBOUNCE_S = 0.15
+# The runner key all completions share: a new one stops the previous one, whatever its document.
+COMPLETIONS = "completions"
 
 
 class Completer:
@@ -41,7 +44,8 @@ class Completer:
         self.failures = 0
         self.cache = SuggestionCache()
         self._rhythms: dict[str, TypingRhythm] = {}
-        self._latest: dict[str, int] = {}
+        # The newest request (its id and document): any older one is superseded.
+        self._latest: tuple[int, str] | None = None
         self._ids = itertools.count(1)
         self.model_calls = 0
         self.cache_hits = 0
@@ -53,8 +57,9 @@ class Completer:
     def closed(self, uri: str) -> None:
         self.cache.forget(uri)
         self._rhythms.pop(uri, None)
-        self._latest.pop(uri, None)
-        self.runner.forget(uri)
+        if self._latest is not None and self._latest[1] == uri:
+            self._latest = None
+            self.runner.forget(COMPLETIONS)
 
     async def suggest(self, uri: str, text: str, offset: int) -> Suggestion | None:
         """The suggestion at `offset`, or None when superseded, cancelled or failed."""
@@ -72,7 +77,7 @@ class Completer:
                 "req %d %s cache hit chars=%d total=%.1fms", request_id, uri, len(cached), _ms(t0)
             )
             return Suggestion(cached, mode="cache", cached=True)
-        self._latest[uri] = request_id
+        self._latest = (request_id, uri)
         if not await self._debounce(uri, request_id, text, offset):
             log.info("req %d superseded while debouncing", request_id)
             return None
@@ -86,7 +91,7 @@ class Completer:
 
         try:
             self.model_calls += 1
-            result = await self.runner.run(uri, work)
+            result = await self.runner.run(COMPLETIONS, work, priority=Priority.COMPLETION)
         except Superseded:
             log.info("req %d superseded after %.0f ms", request_id, _ms(t0))
             return None
@@ -134,7 +139,7 @@ class Completer:
             self.report(f"phi-lsp: completions are failing: {exc}")
 
     async def _debounce(self, uri: str, request_id: int, text: str, offset: int) -> bool:
-        """Wait as the settings say; False when a newer request for `uri` arrived meanwhile.
+        """Wait as the settings say; False when a newer request (any document) arrived meanwhile.
 
         The engine prefills the lines above the cursor during the wait (a request that does not
         wait would stop that prefill before it began).
@@ -148,7 +153,7 @@ class Completer:
         if wait > 0:
             self._warm_line(uri, text, offset)
             await asyncio.sleep(wait)
-        return self._latest.get(uri) == request_id
+        return self._latest == (request_id, uri)
 
 
 def _ms(t0: float) -> float:

@@ -240,3 +240,23 @@ def doctest_program(stub: Stub, body: str) -> str:
         "_runner.run(_test, out=lambda s: None)\n"
         "print('DOCTEST', _runner.tries - _runner.failures, _runner.failures)\n"
     )
+
+
+def stub_spans(source: str) -> list[tuple[int, int]]:
+    """The (first, last) 0-based lines of every stub in `source`; none if it does not parse.
+
+    `find_stub(source, line)` finds a stub exactly when `line` lies in one of these spans (a
+    stub's body holds no function, so the innermost function there is the stub itself).
+    """
+    try:
+        tree = parse(source)
+    except SyntaxError:
+        return []
+    return [
+        (
+            min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1,
+            (node.end_lineno or node.lineno) - 1,
+        )
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and _is_stub(node)
+    ]

@@ -23,8 +23,15 @@ from phi_lsp.pipeline import Suggestion
 from phi_lsp.protocol import PhiProtocol
 from phi_lsp.runner import EngineRunner, Superseded
 from phi_lsp.settings import SECTION, Settings, settings_from_client
+from phi_lsp.stub_index import StubIndex
 
 log = logging.getLogger(__name__)
+
+# How long to wait for the editor's answer to workspace/configuration or
+# window/workDoneProgress/create (editors answer at once) before going on without it: a client
+# that loses the request (lsp-mode 8.0 drops a request that arrives in the same read as the
+# answer to its synchronous request) must not stall the model load or a generation forever.
+CLIENT_ANSWER_TIMEOUT_S = 5.0
 
 
 class PhiLanguageServer(LanguageServer):
@@ -39,6 +46,10 @@ class PhiLanguageServer(LanguageServer):
             self.runner, lambda: self.settings, lambda m: self.show(m, types.MessageType.Warning)
         )
         self._load_task: asyncio.Task[None] | None = None
+        # Where the docstring stubs are, per document version (code actions).
+        self.stubs = StubIndex()
+        # Function bodies being written in the background, by function (features.generate).
+        self.body_jobs: dict[str, Any] = {}
         # The document last opened or edited: the one to prefill when the model becomes ready.
         self.focus: str | None = None
 
@@ -59,12 +70,13 @@ class PhiLanguageServer(LanguageServer):
         caps = self.client_capabilities.workspace
         if not (caps and caps.configuration):
             return None
+        params = types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
         try:
-            items = await self.workspace_configuration_async(
-                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+            items = await asyncio.wait_for(
+                self.workspace_configuration_async(params), CLIENT_ANSWER_TIMEOUT_S
             )
-        except Exception as exc:  # a client that errors here must not stop the server
-            log.warning("workspace/configuration failed: %s", exc)
+        except Exception as exc:  # a client that errors (or never answers) must not stop us
+            log.warning("workspace/configuration failed: %s", _why(exc))
             return None
         return items[0] if items else None
 
@@ -72,29 +84,30 @@ class PhiLanguageServer(LanguageServer):
     def schedule_load(self) -> None:
         """Start loading the model in the background; a newer load replaces an older one.
 
-        An older load is not cancelled: it finishes on the worker, sees it was replaced and
-        closes what it loaded (cancelling the await would leak the engine being loaded).
+        The load takes its ticket (and the settings) now: one asked for later supersedes it
+        from this moment, so it never starts if it has not yet. A load already running is not
+        cancelled: it finishes on the worker, sees it was replaced and closes what it loaded
+        (cancelling the await would leak the engine being loaded).
         """
-        self._load_task = asyncio.ensure_future(self.load_model())
+        ticket = self.runner.reserve_load()
+        self._load_task = asyncio.ensure_future(self.load_model(self.settings, ticket))
 
-    async def load_model(self) -> None:
-        token = await self.begin_progress(f"phi-lsp: loading {self.settings.model}")
+    async def load_model(self, settings: Settings, ticket: int) -> None:
+        token = await self.begin_progress(f"phi-lsp: loading {settings.model}")
         t0 = time.perf_counter()
         self.completer.cache.clear()  # suggestions of the previous model are not this one's
         try:
-            engine = await self.runner.load(self.settings)
+            engine = await self.runner.load(settings, ticket)
         except Superseded:
             message = "replaced by a newer load"
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except BaseException as exc:  # any loading failure must leave the server serving
-            message = _load_failure_message(self.settings.model, exc)
+            message = _load_failure_message(settings.model, exc)
             log.error(message, exc_info=not isinstance(exc, ModelLoadError))
             self.show(message, types.MessageType.Error)
         else:
-            message = (
-                f"{self.settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
-            )
+            message = f"{settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
             log.info(message)
             self.prefill_focus()
         finally:
@@ -113,13 +126,19 @@ class PhiLanguageServer(LanguageServer):
             return None
         token = f"phi-lsp/{time.monotonic_ns()}"
         try:
-            await self.work_done_progress.create_async(token)
+            await asyncio.wait_for(
+                self.work_done_progress.create_async(token), CLIENT_ANSWER_TIMEOUT_S
+            )
         except Exception as exc:
-            log.warning("work done progress refused: %s", exc)
+            log.warning("work done progress refused: %s", _why(exc))
             return None
         begin = types.WorkDoneProgressBegin(title=title, cancellable=cancellable)
         self.work_done_progress.begin(token, begin)
         return token
+
+    def report_progress(self, token: str | None, message: str) -> None:
+        if token is not None:
+            self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message))
 
     def end_progress(self, token: str | None, message: str) -> None:
         if token is not None:
@@ -153,6 +172,12 @@ class PhiLanguageServer(LanguageServer):
 
     def show(self, message: str, kind: types.MessageType = types.MessageType.Info) -> None:
         self.window_show_message(types.ShowMessageParams(type=kind, message=message))
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer from the editor in {CLIENT_ANSWER_TIMEOUT_S:.0f} s"
+    return str(exc)
 
 
 def _load_failure_message(model: str, exc: BaseException) -> str:

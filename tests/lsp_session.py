@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from lsprotocol import types
+from pygls.protocol import default_converter
 from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp.client import DEFAULT_CLIENT_FEATURES, make_test_lsp_client, register_lsp_features
 
 LOAD_TIMEOUT_S = 120  # a hang guard, not a speed assertion
 
@@ -40,11 +42,25 @@ async def lsp_session(
     init_options: dict[str, Any] | None = None,
     home: Path | None = None,
     caps: types.ClientCapabilities | None = None,
+    client_features: dict[str, Callable[..., Any]] | None = None,
 ) -> AsyncIterator[LanguageClient]:
-    """A server initialized with `settings` served through workspace/configuration."""
+    """A server initialized with `settings` served through workspace/configuration.
+
+    `client_features` replace the test client's own handlers of server requests (e.g. a client
+    that answers workspace/configuration with something malformed).
+    """
     env = {**os.environ, "PHI_LSP_HOME": str(home or tmp_path / "home")}
     command = [sys.executable, "-m", "phi_lsp", "serve", "--log-file", str(tmp_path / "server.log")]
-    client = await ClientServerConfig(server_command=command, server_env=env).start()
+
+    def make_client() -> LanguageClient:
+        if not client_features:
+            return make_test_lsp_client()
+        client = LanguageClient(converter_factory=default_converter)
+        register_lsp_features(client, {**DEFAULT_CLIENT_FEATURES, **client_features})
+        return client
+
+    config = ClientServerConfig(server_command=command, server_env=env, client_factory=make_client)
+    client = await config.start()
     assert isinstance(client, LanguageClient)
     client.set_configuration(settings, section="phiLsp")
     client.init_result = await client.initialize_session(  # type: ignore[attr-defined]
@@ -105,3 +121,12 @@ async def inline_completion(
     if result is None:
         return []
     return list(result.items if isinstance(result, types.InlineCompletionList) else result)
+
+
+def send_now(client: LanguageClient, method: str, params: Any) -> asyncio.Future[Any]:
+    """Send a request at once and return its answer's future.
+
+    pytest-lsp's `send_request_async` is a coroutine: it sends only when awaited, so two of
+    them created back to back are sent one after the other's answer.
+    """
+    return asyncio.wrap_future(client.protocol.send_request(method, params))

@@ -8,7 +8,8 @@ import pytest
 from tinymodel import TinyModel
 
 from phi_lsp.bodygen import Candidate, best_body, choose, doctest_runner, run_doctests_sandboxed
-from phi_lsp.docfunc import check_candidate, find_stub
+from phi_lsp.docfunc import body_is_done, check_candidate, cut_body, find_stub
+from phi_lsp.engines.base import GenerationRequest
 
 SOURCE = '''def double(x: int) -> int:
     """Twice x.
@@ -59,16 +60,42 @@ def test_log_prob_breaks_ties_and_nothing_usable_gives_none() -> None:
 
 
 def test_best_body_with_the_tiny_model(tiny_model: TinyModel) -> None:
+    """Random weights: the first candidate is the greedy continuation, each candidate is
+    judged as check_candidate says, and the chosen one is what `choose` picks."""
     from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
     stub = find_stub(SOURCE, 1)
     assert stub is not None
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
+    greedy = engine.generate(
+        GenerationRequest(stub.prompt, max_new_tokens=24, is_done=lambda t: body_is_done(t, stub)),
+        threading.Event(),
+    )
     result = best_body(engine, stub, n=3, max_new_tokens=24, stop=threading.Event())
     engine.close()
     assert not result.cancelled and 1 <= len(result.candidates) <= 3
+    assert result.candidates[0].body == cut_body(greedy.text, stub)
     assert len({c.body for c in result.candidates}) == len(result.candidates)
-    assert result.chosen is None or result.chosen.rejected is None
+    for candidate in result.candidates:
+        assert candidate.rejected == check_candidate(candidate.body, stub)
+    assert result.chosen is choose(result.candidates)
+
+
+def test_best_body_with_the_trained_model(trained_model: TinyModel) -> None:
+    """The model that memorised `add` writes it, and its doctest passes in the sandbox."""
+    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+
+    source = (
+        'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n    """\n'
+    )
+    stub = find_stub(source + "    pass\n", 0)
+    assert stub is not None
+    engine = LlamaCppEngine(trained_model.gguf_f32, n_ctx=2048, n_threads=2)
+    result = best_body(engine, stub, n=2, stop=threading.Event())
+    engine.close()
+    assert result.chosen is not None
+    assert result.chosen.body == "    return a + b"
+    assert (result.chosen.doctests_passed, result.chosen.doctests_total) == (1, 1)
 
 
 def test_doctests_run_only_under_kernel_confinement_unless_the_user_says_always() -> None:

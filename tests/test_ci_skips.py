@@ -1,5 +1,6 @@
-"""In CI nothing the tests need may be silently skipped: a missing llama-cpp-python, Neovim or
-code-server fails the run there, and only skips on a developer's machine (tests/needs.py)."""
+"""In CI nothing the tests need may be silently skipped: a missing llama-cpp-python, Neovim,
+code-server or Emacs fails the run there, and only skips on a developer's machine
+(tests/needs.py)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,16 @@ def test_no_test_skips_on_its_own_for_what_ci_installs() -> None:
             if pattern.search(line) and path.name != Path(__file__).name:
                 offending.append(f"{path.name}:{number}: {line.strip()}")
     assert offending == [], "use tests/needs.py (fails in CI) instead of:\n" + "\n".join(offending)
+
+
+@pytest.mark.parametrize("ci", [False, True], ids=["local", "ci"])
+def test_no_emacs_fails_ci_and_skips_locally(tmp_path: Path, ci: bool) -> None:
+    target = "tests/test_emacs.py::test_emacs_completes_and_writes_the_body_and_takes_a_no"
+    # Only the interpreter's folder on PATH: no emacs.
+    done = run_pytest(target, ci, tmp_path, {"PATH": str(Path(sys.executable).parent)})
+    out = done.stdout + done.stderr
+    if ci:
+        assert done.returncode == 1 and "2 errors" in out, out
+        assert "CI=true and this is missing: Emacs." in out, out
+    else:
+        assert done.returncode == 0 and "2 skipped" in out, out

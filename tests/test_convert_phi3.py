@@ -159,13 +159,17 @@ def test_llama_tokens_match_hf_on_stdlib_files(llm_f32: Any, hf_tokenizer: Any) 
 
 def test_special_tokens_in_text(llm_f32: Any, hf_tokenizer: Any) -> None:
     """HF always parses added tokens in text; llama.cpp only with special=True."""
-    end = hf_tokenizer.convert_tokens_to_ids("<|end|>")
-    for text in ("x = 1<|end|>def f():\n    pass\n<|endoftext|>y", "<s> a </s><unk>\n"):
+    specials = {t: hf_tokenizer.convert_tokens_to_ids(t) for t in ("<|end|>", "<|endoftext|>")}
+    cases = {
+        "x = 1<|end|>def f():\n    pass\n<|endoftext|>y": set(specials.values()),
+        "<s> a </s><unk>\n": {1, 2, 0},
+    }
+    for text, in_text in cases.items():
         ids = _hf_ids(hf_tokenizer, text)
+        assert in_text <= set(ids), text  # each special token is one id, as HF parses it
         assert llm_f32.tokenize(text.encode("utf-8"), add_bos=False, special=True) == ids
         plain = llm_f32.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-        assert not {0, 1, 2, end} & set(plain)
-    assert end in ids or end in _hf_ids(hf_tokenizer, "x<|end|>")
+        assert not {0, 1, 2, *specials.values()} & set(plain), text
 
 
 def test_add_special_tokens_like_hf(llm_f32: Any, hf_tokenizer: Any) -> None:

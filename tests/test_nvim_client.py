@@ -220,7 +220,10 @@ def test_neovim_011_completion_generate_toggle_status_health(
     assert [i["word"] for i in result["menu"]] == [SUGGESTION]
     assert result["line_after_accept"] == "    " + SUGGESTION
 
-    assert result["generate_returned_edit"] and not result.get("generate_err")
+    # The command answers at once with the function it writes; the edit comes afterwards.
+    assert result["generate_started"] == "add" and not result.get("generate_err")
+    assert result["last_generate"]["method"] == "generate"
+    assert re.search(r"generate:   [\d.]+ ms \(generate,", result["status_text"])
     stub = SOURCE.replace("    return\n", "    pass\n", 1)
     assert "\n".join(result["after_generate"]) + "\n" == stub.replace(
         "    pass\n", "    return a + b\n", 1

@@ -68,6 +68,13 @@ def test_after_opening_a_file_a_request_evaluates_only_the_cursor_line(engine: E
     assert after.generation is not None and cold.generation is not None
     assert after.generation.evaluated_tokens <= len(engine.tokenize(text[line_start:offset])) + 2
     assert cold.generation.evaluated_tokens == cold.generation.prompt_tokens > 500
+    # The cached prefix changes nothing the model writes: the raw generation, not only what
+    # post-processing kept of it (often nothing, from random weights).
+    assert cold.generation.generated_tokens > 0
+    assert (after.generation.text, after.generation.generated_tokens) == (
+        cold.generation.text,
+        cold.generation.generated_tokens,
+    )
     assert after.text == cold.text
 
 

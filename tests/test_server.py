@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lsp_session import (
+    capabilities,
     inline_completion,
     inline_params,
     load_results,
     lsp_session,
     open_document,
+    send_now,
     wait_for_loads,
 )
 from lsprotocol import types
@@ -193,6 +196,72 @@ async def test_cancelled_request_returns_and_the_next_one_works(
         assert (await inline_completion(client, uri, line, character))[0].insert_text == want
 
 
+async def test_completions_are_newest_wins_across_documents(
+    tmp_path: Path, tiny_model: TinyModel, backend: str, expected: dict[tuple[int, int], str]
+) -> None:
+    """One cursor: a request in b.py supersedes the one in a.py still waiting (or running)."""
+    (line, character), want = next((k, v) for k, v in expected.items() if v)
+    settings = settings_for(tiny_model, backend, debounceMs=300)
+    async with lsp_session(tmp_path, settings) as client:
+        await wait_for_loads(client)
+        a, b = (tmp_path / "a.py").as_uri(), (tmp_path / "b.py").as_uri()
+        open_document(client, a, SOURCE)
+        open_document(client, b, SOURCE)
+        in_a = send_now(
+            client, types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(a, line, character)
+        )
+        in_b = send_now(
+            client, types.TEXT_DOCUMENT_INLINE_COMPLETION, inline_params(b, line, character)
+        )
+        assert list((await asyncio.wait_for(in_a, 60)).items) == []
+        assert (await asyncio.wait_for(in_b, 60)).items[0].insert_text == want
+
+
+def hold_progress(client_gate: asyncio.Event) -> Callable[..., Any]:
+    """A window/workDoneProgress/create handler that answers once `client_gate` is set."""
+
+    async def create(ls: Any, params: types.WorkDoneProgressCreateParams) -> None:
+        ls.progress_reports.setdefault(params.token, [])
+        await client_gate.wait()
+
+    return create
+
+
+async def test_a_superseded_broken_load_is_neither_started_nor_reported(
+    tmp_path: Path, tiny_model: TinyModel
+) -> None:
+    """The user fixes a wrong model path quickly: the load of the wrong one, asked for first,
+    must not run (nor its failure reach the user) once the right one was asked for."""
+    good = {"model": str(tiny_model.gguf_f32), "backend": "llamacpp", "nThreads": 2}
+    caps = capabilities()
+    assert caps.workspace is not None
+    caps.workspace.configuration = False  # settings come with didChangeConfiguration
+    gate = asyncio.Event()
+    features = {types.WINDOW_WORK_DONE_PROGRESS_CREATE: hold_progress(gate)}
+    async with lsp_session(
+        tmp_path, {}, init_options=good, caps=caps, client_features=features
+    ) as client:
+        gate.set()
+        await wait_for_loads(client)
+        gate.clear()
+        for model in (str(tmp_path / "nowhere" / "model.gguf"), good["model"]):
+            client.workspace_did_change_configuration(
+                types.DidChangeConfigurationParams(settings={"phiLsp": {**good, "model": model}})
+            )
+
+        async def both_asked_for_progress() -> None:
+            while len(client.progress_reports) < 3:
+                await asyncio.sleep(0.01)
+
+        # Both loads were asked for (and wait for their progress) before either goes on.
+        await asyncio.wait_for(both_asked_for_progress(), 30)
+        gate.set()
+        ends = await wait_for_loads(client, 3)
+        assert ends[1] == "replaced by a newer load" and "ready" in ends[2], ends
+        assert [m for m in client.messages if m.type == types.MessageType.Error] == []
+    assert "does not exist" not in (tmp_path / "server.log").read_text()
+
+
 async def test_bad_setting_is_reported_and_the_server_keeps_serving(
     tmp_path: Path, tiny_model: TinyModel, backend: str, expected: dict[tuple[int, int], str]
 ) -> None:
@@ -286,16 +355,19 @@ async def test_progress_is_reported_while_loading(
 
 
 async def test_requests_while_loading_are_answered_empty_at_once(
-    tmp_path: Path, tiny_model: TinyModel
+    tmp_path: Path, tiny_model: TinyModel, backend: str
 ) -> None:
-    # transformers takes seconds to import and load, so this request lands during loading.
-    settings = settings_for(tiny_model, "transformers")
-    async with lsp_session(tmp_path, settings) as client:
+    # The client holds its answer to the loading's progress, so the load cannot finish before
+    # the request is answered: the request lands in the loading window every time.
+    gate = asyncio.Event()
+    features = {types.WINDOW_WORK_DONE_PROGRESS_CREATE: hold_progress(gate)}
+    settings = settings_for(tiny_model, backend)
+    async with lsp_session(tmp_path, settings, client_features=features) as client:
         uri = (tmp_path / "stack.py").as_uri()
         open_document(client, uri, SOURCE)
-        items = await inline_completion(client, uri, 16, 26)
-        loaded_before_answer = bool(load_results(client))
-        assert items == [] or loaded_before_answer
+        assert await asyncio.wait_for(inline_completion(client, uri, 16, 26), 30) == []
+        assert load_results(client) == []
+        gate.set()
         await wait_for_loads(client)
         assert await inline_completion(client, uri, 16, 26) != []
 

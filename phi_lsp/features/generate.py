@@ -1,16 +1,21 @@
-"""Docstring → function body: a code action and the `phiLsp.generateFunction` command."""
+"""Docstring → function body: a code action and the `phiLsp.generateFunction` command.
+
+The command answers at once (editors give up on a request after seconds: Emacs after 10 s),
+then writes the body in the background under cancellable work-done progress, and finally asks
+the editor to apply it with `workspace/applyEdit`. A second request for the same function
+replaces the first.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+from dataclasses import dataclass
 from typing import Any
 
 from lsprotocol import types
 
-from phi_lsp.bodygen import BodyResult, best_body, doctest_runner
+from phi_lsp.bodygen import BodyResult, best_body_on_worker, doctest_runner
 from phi_lsp.docfunc import Stub, find_stub
-from phi_lsp.engines.base import Engine
 from phi_lsp.runner import Superseded
 from phi_lsp.server import PhiLanguageServer, log
 
@@ -26,10 +31,11 @@ def register(ls: PhiLanguageServer) -> None:
     def code_action(
         ls: PhiLanguageServer, params: types.CodeActionParams
     ) -> list[types.CodeAction]:
-        doc = ls.open_document(params.text_document.uri)
-        if doc is None or find_stub(doc.source, params.range.start.line) is None:
+        uri, line = params.text_document.uri, params.range.start.line
+        doc = ls.open_document(uri)
+        if doc is None or not ls.stubs.stub_at(uri, doc.version, doc.source, line):
             return []
-        arguments = [params.text_document.uri, params.range.start]
+        arguments = [uri, params.range.start]
         return [
             types.CodeAction(
                 title=TITLE,
@@ -39,14 +45,30 @@ def register(ls: PhiLanguageServer) -> None:
         ]
 
     @ls.command(COMMAND)
-    async def generate_function(ls: PhiLanguageServer, *args: Any) -> types.WorkspaceEdit | None:
+    def generate_function(ls: PhiLanguageServer, *args: Any) -> dict[str, str] | None:
+        """Start writing the body; `{"function": name}` once started, None when there is none."""
         uri, position = _parse_arguments(list(args))
-        edit = await generate_edit(ls, uri, position)
-        if edit is not None:
-            await ls.workspace_apply_edit_async(
-                types.ApplyWorkspaceEditParams(edit=edit, label=TITLE)
-            )
-        return edit
+        job = body_job(ls, uri, position)
+        if job is None:
+            return None
+        start(ls, job)
+        return {"function": job.stub.name}
+
+
+@dataclass
+class BodyJob:
+    """One function's body being written in the background."""
+
+    uri: str
+    stub: Stub
+    version: int | None
+    task: asyncio.Task[None] | None = None
+    replaced: bool = False
+    outcome: str = "cancelled"
+
+    @property
+    def key(self) -> str:
+        return f"{self.uri}#def:{self.stub.start[0]}"
 
 
 def _parse_arguments(args: Any) -> tuple[str, types.Position]:
@@ -63,10 +85,8 @@ def _parse_arguments(args: Any) -> tuple[str, types.Position]:
     raise ValueError(f"{COMMAND}: position must be {{line, character}}")
 
 
-async def generate_edit(
-    ls: PhiLanguageServer, uri: str, position: types.Position
-) -> types.WorkspaceEdit | None:
-    """Generate the stub's body and return the edit that replaces only the body."""
+def body_job(ls: PhiLanguageServer, uri: str, position: types.Position) -> BodyJob | None:
+    """The job for the stub at `position`, or None (with a message saying why not)."""
     doc = ls.open_document(uri)
     stub = find_stub(doc.source, position.line) if doc is not None else None
     if doc is None or stub is None:
@@ -75,42 +95,80 @@ async def generate_edit(
     if not ls.runner.ready:
         ls.show("phi-lsp: the model is not loaded yet.", types.MessageType.Warning)
         return None
-    settings, version = ls.settings, doc.version
-    token = await ls.begin_progress(f"phi-lsp: writing {stub.name}()", cancellable=True)
-    _cancel_with_progress(ls, token)
+    return BodyJob(uri, stub, doc.version)
 
-    def work(engine: Engine, stop: threading.Event) -> BodyResult:
-        runner, not_run = doctest_runner(settings.generate_run_doctests)
-        return best_body(
-            engine,
-            stub,
+
+def start(ls: PhiLanguageServer, job: BodyJob) -> None:
+    """Write `job`'s body in the background; an older job for the same function stops."""
+    older = ls.body_jobs.get(job.key)
+    if older is not None and older.task is not None:
+        older.replaced, older.outcome = True, "replaced by a newer request"
+        older.task.cancel()
+    job.task = asyncio.ensure_future(write_body(ls, job))
+    ls.body_jobs[job.key] = job
+    job.task.add_done_callback(lambda _: _finished(ls, job))
+
+
+def _finished(ls: PhiLanguageServer, job: BodyJob) -> None:
+    if ls.body_jobs.get(job.key) is job:
+        del ls.body_jobs[job.key]
+    log.info("generate %s(): %s", job.stub.name, job.outcome)
+
+
+async def write_body(ls: PhiLanguageServer, job: BodyJob) -> None:
+    """Generate the body under progress (cancelling it stops the engine), then apply it."""
+    token = await ls.begin_progress(f"phi-lsp: writing {job.stub.name}()", cancellable=True)
+    _cancel_with_progress(ls, token)
+    try:
+        settings = ls.settings
+        # Probing the sandbox starts a process: not on the event loop.
+        doctests, not_run = await asyncio.to_thread(doctest_runner, settings.generate_run_doctests)
+        result = await best_body_on_worker(
+            ls.runner,
+            job.stub,
             n=settings.generate_candidates,
-            stop=stop,
             temperature=settings.generate_temperature,
             max_new_tokens=settings.generate_max_tokens,
-            run_doctests=runner,
+            report=lambda message: ls.report_progress(token, message),
+            run_doctests=doctests,
             not_run=not_run,
         )
-
-    message = "cancelled"
-    try:
-        # One key per function: a second request for the same function cancels the first.
-        result = await ls.runner.run(f"{uri}#def:{stub.start[0]}", work, timeout_s=600)
-        if result.chosen is None:
-            message = "no candidate parsed and fit the signature"
-            return None
-        message = f"{stub.name}(): {result.chosen.evidence}"
-        if result.note:
-            message += f"; {result.note}"
-        log.info("generated %s: %s", stub.name, message)
-        if ls.workspace.get_text_document(uri).version != version:
-            message = "the document changed meanwhile; not applied"
-            return None
-        return body_edit(ls, uri, stub, result.chosen.body, version)
+        job.outcome = await apply_result(ls, job, result)
     except Superseded:
-        return None
+        job.outcome = "stopped: the model is reloading"
+    except asyncio.CancelledError:
+        job.outcome = "replaced by a newer request" if job.replaced else "cancelled"
+        raise
+    except Exception as exc:  # a bug or an engine failure: say so, keep serving
+        job.outcome = f"failed: {exc.__class__.__name__}: {exc}"
+        log.exception("generate %s()", job.stub.name)
+        ls.show(f"phi-lsp: writing {job.stub.name}() {job.outcome}", types.MessageType.Error)
     finally:
-        ls.end_progress(token, message)
+        ls.end_progress(token, job.outcome)
+
+
+async def apply_result(ls: PhiLanguageServer, job: BodyJob, result: BodyResult) -> str:
+    """Ask the editor to apply the chosen body; what happened, in a few words."""
+    if result.chosen is None:
+        return "cancelled" if result.cancelled else "no candidate parsed and fit the signature"
+    evidence = f"{job.stub.name}(): {result.chosen.evidence}"
+    if result.note:
+        evidence += f"; {result.note}"
+    doc = ls.open_document(job.uri)
+    if doc is None or doc.version != job.version:
+        return f"{evidence}; not applied: the document changed meanwhile"
+    edit = body_edit(ls, job.uri, job.stub, result.chosen.body, job.version)
+    try:
+        answer = await ls.workspace_apply_edit_async(
+            types.ApplyWorkspaceEditParams(edit=edit, label=TITLE)
+        )
+    except Exception as exc:  # eglot refuses with an error: "User cancelled server edit"
+        return f"{evidence}; not applied by the editor: {exc}"
+    if not answer.applied:
+        return f"{evidence}; not applied by the editor" + (
+            f": {answer.failure_reason}" if answer.failure_reason else ""
+        )
+    return evidence
 
 
 def _cancel_with_progress(ls: PhiLanguageServer, token: str | None) -> None:

@@ -46,6 +46,7 @@ def register(ls: PhiLanguageServer) -> None:
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PhiLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.completer.closed(params.text_document.uri)
+        ls.stubs.forget(params.text_document.uri)
 
     @ls.command(RELOAD_COMMAND)
     def reload_model(ls: PhiLanguageServer, *args: object) -> None:

@@ -130,13 +130,17 @@ local function main()
       on_done = function(err, result)
         done = true
         out.generate_err = err
-        out.generate_returned_edit = result ~= nil and result ~= vim.NIL
+        out.generate_started = type(result) == 'table' and result['function'] or vim.NIL
       end,
     })
     wait_for(function()
       return done and table.concat(vim.api.nvim_buf_get_lines(buf, 0, -1, false), '\n') ~= before
     end, 90000, ':PhiGenerate to edit the buffer')
     out.after_generate = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+    -- The command answered at once; the generation's progress ends after the edit.
+    out.last_generate = wait_for(function()
+      return phi.status(buf)[1].last_generate
+    end, 30000, 'the end of the generation\'s progress')
     -- The :PhiGenerate command itself goes the same way (no second model run needed here):
     -- it exists and runs without error on a non-stub line.
     vim.api.nvim_win_set_cursor(0, { #out.after_generate, 0 })

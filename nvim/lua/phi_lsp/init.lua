@@ -433,6 +433,18 @@ end
 -- ---------------------------------------------------------------------------------------------
 
 local LOADING = '^phi%-lsp: loading (.+)$'
+local WRITING = '^phi%-lsp: writing '
+
+--- How loud the end of a :PhiGenerate is: a warning when no body was written.
+---@param message string the progress's end message
+local function generate_level(message)
+  for _, failed in ipairs({ 'not applied', '^no candidate', '^failed', '^stopped' }) do
+    if message:match(failed) then
+      return vim.log.levels.WARN
+    end
+  end
+  return vim.log.levels.INFO
+end
 
 ---@param ev table LspProgress autocmd event
 function M._on_progress(ev)
@@ -447,7 +459,12 @@ function M._on_progress(ev)
     return
   end
   if value.kind == 'begin' then
-    s.progress[token] = { title = value.title, message = value.message, percentage = value.percentage }
+    s.progress[token] = {
+      title = value.title,
+      message = value.message,
+      percentage = value.percentage,
+      since = vim.uv.hrtime(),
+    }
     local model = value.title and value.title:match(LOADING)
     if model then
       s.loading = { model = model, since = vim.uv.hrtime() }
@@ -472,6 +489,11 @@ function M._on_progress(ev)
       end
     else
       s.last_task = { title = title, message = message }
+      if title:match(WRITING) then
+        -- :PhiGenerate's answer only said the body is being written; this is how it went.
+        s.last_generate = { method = 'generate', ms = (vim.uv.hrtime() - (p.since or 0)) / 1e6, at = os.time() }
+        vim.notify('phi-lsp: ' .. message, generate_level(message))
+      end
     end
   end
 end
@@ -479,7 +501,6 @@ end
 local TIMED = {
   ['textDocument/completion'] = true,
   ['textDocument/inlineCompletion'] = true,
-  ['workspace/executeCommand'] = true,
 }
 
 ---@param ev table LspRequest autocmd event
@@ -500,12 +521,7 @@ function M._on_request(ev)
     local t0 = s.pending[data.request_id]
     s.pending[data.request_id] = nil
     if t0 and request_.type == 'complete' then
-      local entry = { method = request_.method, ms = (vim.uv.hrtime() - t0) / 1e6, at = os.time() }
-      if request_.method == 'workspace/executeCommand' then
-        s.last_generate = entry
-      else
-        s.last_completion = entry
-      end
+      s.last_completion = { method = request_.method, ms = (vim.uv.hrtime() - t0) / 1e6, at = os.time() }
     end
   end
 end
@@ -560,7 +576,10 @@ local function client_for(bufnr)
 end
 
 --- :PhiGenerate: write the body of the function (whose body is only a docstring) at the cursor.
---- The server answers with workspace/applyEdit, which Neovim applies to the buffer.
+--- The server answers at once (`{ function = name }` once it started, nil when there is no such
+--- function here, with a message saying why), writes the body under `$/progress` and then
+--- sends workspace/applyEdit, which Neovim applies to the buffer; the progress's end message
+--- (shown by `_on_progress`) says how it went.
 ---@param opts? { bufnr?: integer, on_done?: fun(err: table?, result: any) }
 ---@return integer? request id
 function M.generate(opts)
@@ -576,19 +595,12 @@ function M.generate(opts)
     command = M.command,
     arguments = { vim.uri_from_bufnr(bufnr), { line = position.line, character = position.character } },
   }
-  vim.notify('phi-lsp: writing the function body…', vim.log.levels.INFO)
   local ok, id = request(client, 'workspace/executeCommand', params, function(err, result)
     if err then
       vim.notify('phi-lsp: ' .. (err.message or vim.inspect(err)), vim.log.levels.ERROR)
-    elseif result == nil or result == vim.NIL then
-      local task = state(client.id).last_task
-      vim.notify(
-        'phi-lsp: no body written' .. (task and task.message ~= '' and (' (' .. task.message .. ')') or ''),
-        vim.log.levels.WARN
-      )
-    else
-      vim.notify('phi-lsp: body written', vim.log.levels.INFO)
-    end
+    elseif type(result) == 'table' and result['function'] then
+      vim.notify(('phi-lsp: writing %s()…'):format(result['function']), vim.log.levels.INFO)
+    end -- nil: the server's own message says why nothing is written
     if opts.on_done then
       opts.on_done(err, result)
     end
