@@ -14,6 +14,7 @@ import pytest
 from cursor_quality import cut_points, run_server
 from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
+from needs import need_module
 from tinymodel import TinyModel
 from trained_model import LESSONS
 
@@ -41,7 +42,7 @@ def model_settings(model: TinyModel, backend: str) -> dict[str, str]:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     if request.param == "llamacpp":
-        pytest.importorskip("llama_cpp")
+        need_module("llama_cpp")
     return str(request.param)
 
 
@@ -62,7 +63,7 @@ async def test_without_healing_the_same_measure_fails(
     tmp_path: Path, trained_model: TinyModel
 ) -> None:
     """The measure can fail: the prefix-only prompt is wrong mid-word and after a space."""
-    pytest.importorskip("llama_cpp")
+    need_module("llama_cpp")
     settings = {**model_settings(trained_model, "llamacpp"), "tokenHealing": "off"}
     score = await run_server(tmp_path, settings, cut_points(LESSONS))
     assert score.share() < 0.75
