@@ -114,21 +114,24 @@ def test_deadline_stops_generation_and_says_so(engine: Engine) -> None:
     assert generation.stopped in ("deadline", "eos") and generation.generated_tokens <= 1
 
 
-@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
-def test_prompt_lookup_decoding_gives_the_same_greedy_text(
-    tiny_model: TinyModel, backend: str
-) -> None:
+def lookup_engine(tiny_model: TinyModel, backend: str, draft_tokens: int) -> Engine:
+    """The tiny model on `backend` with prompt lookup drafting `draft_tokens` (0: off)."""
     if backend == "llamacpp":
         need_module("llama_cpp")
         from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
-        def make(n: int) -> Engine:
-            return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=n)
-    else:
-        from phi_lsp.engines.transformers_engine import TransformersEngine
+        return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=draft_tokens)
+    from phi_lsp.engines.transformers_engine import TransformersEngine
 
-        def make(n: int) -> Engine:
-            return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=n)
+    return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=draft_tokens)
+
+
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+def test_prompt_lookup_decoding_gives_the_same_greedy_text(
+    tiny_model: TinyModel, backend: str
+) -> None:
+    def make(n: int) -> Engine:
+        return lookup_engine(tiny_model, backend, n)
 
     request = GenerationRequest(prompt=PROMPT * 3, max_new_tokens=24)
     texts = []
@@ -203,17 +206,9 @@ def test_logprobs_with_prompt_lookup_equal_the_plain_paths(
 ) -> None:
     """Ranking candidates reads each token's log-probability; with draft tokens evaluated in one
     batch the last logits are not the sampled token's, so log-probs turn prompt lookup off."""
-    if backend == "llamacpp":
-        need_module("llama_cpp")
-        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
 
-        def make(n: int) -> Engine:
-            return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=n)
-    else:
-        from phi_lsp.engines.transformers_engine import TransformersEngine
-
-        def make(n: int) -> Engine:
-            return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=n)
+    def make(n: int) -> Engine:
+        return lookup_engine(tiny_model, backend, n)
 
     request = GenerationRequest(prompt=PROMPT * 3, max_new_tokens=24, logprobs=True)
     results = []
