@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Union
 
@@ -203,6 +205,24 @@ async def test_the_command_answers_at_once_and_the_edit_follows(
         assert end.startswith("add(): doctests 1/1")
 
 
+@asynccontextmanager
+async def generation_answered(
+    tmp_path: Path, model: TinyModel, apply_edit: Any
+) -> AsyncIterator[tuple[LanguageClient, str, str]]:
+    """A server whose client answers applyEdit with `apply_edit`, after one generateFunction:
+    the command answered at once, then the generation's progress ended (its end message)."""
+    settings = {"model": str(model.gguf_f32), "generateCandidates": 1, **DOCTESTS}
+    features = {types.WORKSPACE_APPLY_EDIT: apply_edit}
+    async with lsp_session(tmp_path, settings, client_features=features) as client:
+        await wait_for_loads(client)
+        uri = (tmp_path / "calc.py").as_uri()
+        open_document(client, uri, SOURCE)
+        answer = client.workspace_execute_command_async(generate_params(uri))
+        assert await asyncio.wait_for(answer, 60) == {"function": "add"}
+        (end,) = await wait_for_generations(client)
+        yield client, uri, end
+
+
 @pytest.mark.parametrize("refusal", ["applied-false", "error"])
 async def test_a_refused_edit_is_logged_not_shown(
     tmp_path: Path, trained_model: TinyModel, refusal: str
@@ -214,15 +234,7 @@ async def test_a_refused_edit_is_logged_not_shown(
             raise JsonRpcInternalError(message="User cancelled server edit")
         return types.ApplyWorkspaceEditResult(applied=False, failure_reason="declined")
 
-    settings = {"model": str(trained_model.gguf_f32), "generateCandidates": 1, **DOCTESTS}
-    features = {types.WORKSPACE_APPLY_EDIT: apply_edit}
-    async with lsp_session(tmp_path, settings, client_features=features) as client:
-        await wait_for_loads(client)
-        uri = (tmp_path / "calc.py").as_uri()
-        open_document(client, uri, SOURCE)
-        answer = client.workspace_execute_command_async(generate_params(uri))
-        assert await asyncio.wait_for(answer, 60) == {"function": "add"}
-        (end,) = await wait_for_generations(client)
+    async with generation_answered(tmp_path, trained_model, apply_edit) as (client, _, end):
         assert "not applied" in end
         assert [m for m in client.messages if m.type != types.MessageType.Info] == []
     log = (tmp_path / "server.log").read_text()
@@ -240,15 +252,7 @@ async def test_an_unreadable_apply_edit_answer_ends_the_generation(
     def apply_edit(ls: Any, params: types.ApplyWorkspaceEditParams) -> None:
         return None
 
-    settings = {"model": str(trained_model.gguf_f32), "generateCandidates": 1, **DOCTESTS}
-    features = {types.WORKSPACE_APPLY_EDIT: apply_edit}
-    async with lsp_session(tmp_path, settings, client_features=features) as client:
-        await wait_for_loads(client)
-        uri = (tmp_path / "calc.py").as_uri()
-        open_document(client, uri, SOURCE)
-        answer = client.workspace_execute_command_async(generate_params(uri))
-        assert await asyncio.wait_for(answer, 60) == {"function": "add"}
-        (end,) = await wait_for_generations(client)
+    async with generation_answered(tmp_path, trained_model, apply_edit) as (client, uri, end):
         assert "workspace/applyEdit could not be read" in end
         params = code_action_params(uri, STUB_LINE)
         assert len(await client.text_document_code_action_async(params) or []) == 1  # serving
