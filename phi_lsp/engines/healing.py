@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -160,11 +160,19 @@ class Constraint:
         self.rest = self.rest[len(piece) :] if len(piece) < len(self.rest) else b""
 
 
-def strip_removed(generated: bytes, removed: bytes) -> str | None:
-    """The generated text after the removed part, or None while it is not all written yet."""
-    if len(generated) < len(removed):
+def text_after(
+    table: TokenTable, out: Sequence[int], heal: Heal, decode: Callable[[list[int]], str]
+) -> str | None:
+    """The text of generated tokens after the healed part (None while not all written yet).
+
+    Unhealed generations keep the engine's own `decode`.
+    """
+    if not heal.removed:
+        return decode(list(out))
+    generated = table.text_of(out)
+    if len(generated) < len(heal.removed):
         return None
-    return generated[len(removed) :].decode("utf-8", errors="replace")
+    return generated[len(heal.removed) :].decode("utf-8", errors="replace")
 
 
 def _after_all_with_prefix(prefix: bytes) -> bytes:

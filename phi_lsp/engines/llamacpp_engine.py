@@ -19,7 +19,7 @@ import numpy as np
 from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError, common_prefix
-from phi_lsp.engines.healing import Constraint, Heal, TokenTable, pick_token, strip_removed
+from phi_lsp.engines.healing import Constraint, TokenTable, pick_token, text_after
 from phi_lsp.engines.llama_buffers import weight_buffers
 from phi_lsp.model_check import GGUFInfo, check_gguf
 
@@ -140,7 +140,7 @@ class LlamaCppEngine:
         logprobs: list[float] = []
         stopped = "cancelled" if stop.is_set() else "length"
         limit = request.max_new_tokens + heal.given_back
-        text = self._text(out, heal)
+        text = text_after(self.table, out, heal, self.decode)
         # Draft tokens are evaluated in one batch, so the last logits would not be those the
         # token was sampled from: log-probabilities (ranking bodies) turn prompt lookup off.
         self.llm.draft_model = None if request.logprobs else self.draft_model
@@ -153,7 +153,7 @@ class LlamaCppEngine:
                 stopped = "eos"
                 break
             out.append(token)
-            text = self._text(out, heal)
+            text = text_after(self.table, out, heal, self.decode)
             if request.logprobs:
                 logprobs.append(self._last_logprob(token))
             if stop.is_set():
@@ -200,12 +200,6 @@ class LlamaCppEngine:
             constraint.advance(token)
             out.append(token)
         return out
-
-    def _text(self, out: list[int], heal: Heal) -> str | None:
-        """The text generated after the healed part (None while that is not written yet)."""
-        if not heal.removed:
-            return self.decode(out)
-        return strip_removed(self.table.text_of(out), heal.removed)
 
     def _logits(self) -> np.ndarray:
         """The logits of the last evaluated position."""

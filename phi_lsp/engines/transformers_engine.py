@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from phi_lsp.engines.base import Generation, GenerationRequest, ModelLoadError, common_prefix
-from phi_lsp.engines.healing import NO_HEAL, Constraint, Heal, TokenTable, hf_pieces, strip_removed
+from phi_lsp.engines.healing import Constraint, Heal, TokenTable, hf_pieces, text_after
 from phi_lsp.model_check import check_hf_folder
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class _StopOnEvent(StoppingCriteria):
             self.reason = "cancelled"
             return True
         if self.request.is_done is not None:
-            text = self.engine.text_after(input_ids[0, self.prompt_len :].tolist(), self.heal)
+            new = input_ids[0, self.prompt_len :].tolist()
+            text = text_after(self.engine.table, new, self.heal, self.engine.decode)
             if text is not None and self.request.is_done(text):
                 self.reason = "done"
                 return True
@@ -187,16 +188,10 @@ class TransformersEngine:
     def decode(self, tokens: list[int]) -> str:
         return str(self.tokenizer.decode(tokens, skip_special_tokens=True))
 
-    def text_after(self, new: list[int], heal: Heal) -> str | None:
-        """The text of generated tokens after the healed part (None while not all written)."""
-        if not heal.removed:
-            return self.decode(new)
-        return strip_removed(self.table.text_of(new), heal.removed)
-
     def generate(self, request: GenerationRequest, stop: threading.Event) -> Generation:
         t0 = time.perf_counter()
         ids = self.tokenize(request.prompt)
-        heal = self.table.plan(request.prompt, ids, request.heal) if ids else NO_HEAL
+        heal = self.table.plan(request.prompt, ids, request.heal)
         if heal.removed:
             ids = ids[: heal.keep]
         if not ids:
@@ -242,7 +237,7 @@ class TransformersEngine:
         if hit_eos:
             new, logprobs = new[:-1], logprobs[: len(new) - 1]
         return Generation(
-            text=self.text_after(new, heal) or "",
+            text=text_after(self.table, new, heal, self.decode) or "",
             prompt_tokens=len(ids),
             evaluated_tokens=len(ids) - reused,
             generated_tokens=len(new),
