@@ -49,9 +49,9 @@ def main() -> None:
 
     import numpy as np
 
-    from phi_lsp.engines.base import GenerationRequest
-    from phi_lsp.engines.healing import Constraint
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.base import GenerationRequest
+    from phi_lsp.runtime.engines.healing import Constraint
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(args.model, n_threads=args.threads)
     source = Path(inspect.getfile(textwrap)).read_text()

@@ -8,7 +8,7 @@ untied lm_head) and a tokenizer of about phi-1's size. So this builds:
    1, biases 0), and a byte-level BPE trained on this interpreter's stdlib — 50,257 tokens
    (GPT-2's count, `<|endoftext|>` included) plus CodeGen's 38 whitespace-run tokens = 50,295,
    like phi-1's CodeGen tokenizer, in a 51,200-row embedding;
-2. `<name>-f16.gguf` with `phi_lsp.convert.convert_hf_to_gguf`;
+2. `<name>-f16.gguf` with `phi_lsp.models.convert.convert_hf_to_gguf`;
 3. `<name>-q4_0.gguf` with llama.cpp's `llama_model_quantize`.
 
 Each stage is skipped when its output exists; the times and sizes of the stages that ran are
@@ -227,7 +227,7 @@ def _build_hf(shape: Shape, hf_dir: Path) -> None:
 
 
 def _convert(hf_dir: Path, out: Path) -> None:
-    from phi_lsp.convert import convert_hf_to_gguf
+    from phi_lsp.models.convert import convert_hf_to_gguf
 
     convert_hf_to_gguf(hf_dir, out, "f16")
 

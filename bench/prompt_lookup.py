@@ -56,8 +56,8 @@ def documents(model: Path, source: str, prefix_tokens: int, typed: int) -> dict[
 
 def measure(model: Path, draft: int, docs: dict[str, tuple], max_new: int, threads: int) -> dict:
     """One engine with promptLookupTokens=draft, the requests of every document."""
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
-    from phi_lsp.pipeline import suggest
+    from phi_lsp.completion.pipeline import suggest
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
     from phi_lsp.settings import Settings
 
     engine = LlamaCppEngine(model, n_threads=threads, prompt_lookup_tokens=draft)

@@ -25,7 +25,7 @@ records how many cores other processes used while it ran ("others").
 
 The server gets `cpuBuffers` (`--cpu-buffers`, default auto: off llama.cpp's AMX buffers,
 which crash on quantized weights) and the direct run loads through the same
-`phi_lsp.engines.llama_buffers.weight_buffers`; `debounceMs` is 0 (`--debounce-ms`) so the
+`phi_lsp.runtime.engines.llama_buffers.weight_buffers`; `debounceMs` is 0 (`--debounce-ms`) so the
 numbers are the model path, and `maxLatencyMs` is left unset. A request the server answers from
 its typed-ahead cache shows `stopped=cache`.
 
@@ -59,10 +59,10 @@ sys.path[:0] = [str(BENCH_DIR), str(REPO)]
 import phi1_shape  # noqa: E402
 from lsprotocol import types  # noqa: E402
 
-from phi_lsp.context import cursor_context, scan, should_complete  # noqa: E402
-from phi_lsp.engines import llama_buffers  # noqa: E402
-from phi_lsp.engines.base import common_prefix  # noqa: E402
-from phi_lsp.prompt import build_prompt  # noqa: E402
+from phi_lsp.completion.context import cursor_context, scan, should_complete  # noqa: E402
+from phi_lsp.completion.prompt import build_prompt  # noqa: E402
+from phi_lsp.runtime.engines import llama_buffers  # noqa: E402
+from phi_lsp.runtime.engines.base import common_prefix  # noqa: E402
 
 LOAD_TIMEOUT_S = 900
 REQUEST_TIMEOUT_S = 600
@@ -458,8 +458,8 @@ class Direct:
     ) -> None:
         import llama_cpp
 
-        from phi_lsp.engines.llamacpp_engine import KV_TYPES, v_cache_type
-        from phi_lsp.model_check import check_gguf
+        from phi_lsp.models.check import check_gguf
+        from phi_lsp.runtime.engines.llamacpp_engine import KV_TYPES, v_cache_type
 
         kv_cache_values = v_cache_type(kv_cache_values, check_gguf(model))
 
@@ -486,7 +486,7 @@ class Direct:
     ) -> None:
         """The server's prompts, greedy, as many tokens as the server generated for each."""
         llm = self.llm
-        budget = llm.n_ctx() - max_new_tokens  # what phi_lsp.pipeline.prompt_budget gives
+        budget = llm.n_ctx() - max_new_tokens  # pipeline.prompt_budget
         for step in steps:
             prompt = build_prompt(step.document, budget, lambda s: len(self.tokenize(s)))
             tokens = self.tokenize(prompt)

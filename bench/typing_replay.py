@@ -43,7 +43,7 @@ Then, on the phi-lsp server, a decode probe: a ~`--prefix-tokens` document cut m
 cold request and `--probe` one-character requests (warm KV cache, a few tokens evaluated); the
 same prompts then go through llama-cpp-python directly in this process (the server's prompt
 builder, greedy, as many tokens as the server generated, weights loaded through the same
-`phi_lsp.engines.llama_buffers.weight_buffers`, the same KV cache types). Decode tokens/s =
+`phi_lsp.runtime.engines.llama_buffers.weight_buffers`, the same KV cache types). Decode tokens/s =
 generated tokens / request wall time, phi-lsp / direct. LSP overhead = client wall time -
 server `total` for requests that called the model and were answered, as a % of the client wall
 time.

@@ -22,7 +22,7 @@ from lsp_session import inline_completion, lsp_session, open_document, wait_for_
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
-from phi_lsp.context import cursor_context
+from phi_lsp.completion.context import cursor_context
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,15 @@ import threading
 import pytest
 from tinymodel import TinyModel
 
-from phi_lsp.bodygen import Candidate, best_body, choose, doctest_runner, run_doctests_sandboxed
-from phi_lsp.docfunc import body_is_done, check_candidate, cut_body, find_stub
-from phi_lsp.engines.base import GenerationRequest
+from phi_lsp.bodygen.ranking import (
+    Candidate,
+    best_body,
+    choose,
+    doctest_runner,
+    run_doctests_sandboxed,
+)
+from phi_lsp.bodygen.stubs import body_is_done, check_candidate, cut_body, find_stub
+from phi_lsp.runtime.engines.base import GenerationRequest
 
 SOURCE = '''def double(x: int) -> int:
     """Twice x.
@@ -62,7 +68,7 @@ def test_log_prob_breaks_ties_and_nothing_usable_gives_none() -> None:
 def test_best_body_with_the_tiny_model(tiny_model: TinyModel) -> None:
     """Random weights: the first candidate is the greedy continuation, each candidate is
     judged as check_candidate says, and the chosen one is what `choose` picks."""
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     stub = find_stub(SOURCE, 1)
     assert stub is not None
@@ -83,7 +89,7 @@ def test_best_body_with_the_tiny_model(tiny_model: TinyModel) -> None:
 
 def test_best_body_with_the_trained_model(trained_model: TinyModel) -> None:
     """The model that memorised `add` writes it, and its doctest passes in the sandbox."""
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     source = (
         'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n    """\n'
@@ -116,7 +122,7 @@ def test_doctests_run_only_under_kernel_confinement_unless_the_user_says_always(
 
 @pytest.mark.parametrize("policy", ["never", "always"])
 def test_best_body_says_when_the_doctests_were_not_run(tiny_model: TinyModel, policy: str) -> None:
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     stub = find_stub(SOURCE, 1)
     assert stub is not None

@@ -15,7 +15,7 @@ from lsprotocol import types
 from pytest_lsp.client import make_test_lsp_client
 from tinymodel import TinyModel
 
-from phi_lsp.model_source import resolve_model
+from phi_lsp.models.source import resolve_model
 from phi_lsp.sandbox import sandbox_features
 
 
@@ -51,7 +51,7 @@ def test_convert_reports_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
 def test_unknown_model_name_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from phi_lsp.engines.base import ModelLoadError
+    from phi_lsp.errors import ModelLoadError
 
     monkeypatch.setenv("PHI_LSP_HOME", str(tmp_path))
     with pytest.raises(ModelLoadError, match="`phi-lsp models pull phi-2`"):
@@ -214,7 +214,7 @@ def test_serving_a_gguf_model_never_imports_torch(tiny_model: TinyModel) -> None
     script = (
         "import sys\n"
         "from phi_lsp import cli\n"
-        "from phi_lsp.engines.loader import load_engine\n"
+        "from phi_lsp.runtime.engines.loader import load_engine\n"
         "from phi_lsp.settings import Settings\n"
         "try:\n"
         "    cli.main(['serve', '--help'])\n"

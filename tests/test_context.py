@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phi_lsp.context import (
+from phi_lsp.completion.context import (
     CursorContext,
     block_opener_indent,
     cursor_context,

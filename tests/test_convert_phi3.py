@@ -28,7 +28,7 @@ from tinymodel import (
     build_tiny_phi3_model,
 )
 
-from phi_lsp.convert import convert_hf_to_gguf
+from phi_lsp.models.convert import convert_hf_to_gguf
 
 llama_cpp = need_module("llama_cpp")
 
@@ -483,7 +483,7 @@ def test_unlisted_merge_splits_warn(
 ) -> None:
     """SentencePiece-converted merges list every split of every token; when some are missing
     llama.cpp may merge pairs transformers never does, and the converter says so."""
-    with caplog.at_level("WARNING", logger="phi_lsp.convert"):
+    with caplog.at_level("WARNING", logger="phi_lsp.models.convert"):
         convert_hf_to_gguf(phi3.hf_dir, tmp_path / "ok.gguf", "f32")
     assert not [r for r in caplog.records if "not listed as merges" in r.getMessage()]
 
@@ -497,6 +497,6 @@ def test_unlisted_merge_splits_warn(
     del merges[second]
     (src / "tokenizer.json").write_text(json.dumps(tok))
     caplog.clear()
-    with caplog.at_level("WARNING", logger="phi_lsp.convert"):
+    with caplog.at_level("WARNING", logger="phi_lsp.models.convert"):
         convert_hf_to_gguf(src, tmp_path / "warn.gguf", "f32")
     assert any("1 token splits" in r.getMessage() for r in caplog.records)

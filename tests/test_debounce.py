@@ -1,4 +1,4 @@
-from phi_lsp.debounce import TypingRhythm
+from phi_lsp.completion.debounce import TypingRhythm
 
 
 def test_no_wait_without_a_rhythm_or_after_a_pause() -> None:

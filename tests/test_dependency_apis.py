@@ -109,24 +109,24 @@ def test_pygls_private_apis() -> None:
     from pygls.lsp.server import LanguageServer
     from pygls.workspace import TextDocument
 
-    from phi_lsp.documents import use_lsp_line_breaks
-    from phi_lsp.protocol import PhiProtocol
+    from phi_lsp.lsp.documents import use_lsp_line_breaks
+    from phi_lsp.lsp.protocol import PhiProtocol
 
     pkg = "pygls"
     send = inspect.signature(PhiProtocol._send_response).parameters
     assert list(send)[:4] == ["self", "msg_id", "result", "error"], changed(
-        pkg, "JsonRPCProtocol._send_response(msg_id, result, error)", "phi_lsp/protocol.py"
+        pkg, "JsonRPCProtocol._send_response(msg_id, result, error)", "phi_lsp/lsp/protocol.py"
     )
     for name in ("structure_message", "handle_message"):
         assert callable(getattr(PhiProtocol, name, None)), changed(
-            pkg, f"JsonRPCProtocol.{name}", "phi_lsp/protocol.py (overrides it)"
+            pkg, f"JsonRPCProtocol.{name}", "phi_lsp/lsp/protocol.py (overrides it)"
         )
     server = LanguageServer("phi-lsp", "test", protocol_cls=PhiProtocol)
     assert getattr(server.protocol, "_shutdown", None) is False, changed(
-        pkg, "JsonRPCProtocol._shutdown", "phi_lsp/protocol.py"
+        pkg, "JsonRPCProtocol._shutdown", "phi_lsp/lsp/protocol.py"
     )
     assert isinstance(inspect.getattr_static(TextDocument, "lines"), property), changed(
-        pkg, "TextDocument.lines", "phi_lsp/documents.py (replaces the property)"
+        pkg, "TextDocument.lines", "phi_lsp/lsp/documents.py (replaces the property)"
     )
     original = TextDocument.lines
     use_lsp_line_breaks()
@@ -149,11 +149,13 @@ def test_huggingface_hub_private_apis() -> None:
 
     pkg = "huggingface_hub"
     http_get: Any = getattr(file_download, "http_get", None)
-    assert callable(http_get), changed(pkg, "file_download.http_get", "phi_lsp/hub.py")
+    assert callable(http_get), changed(pkg, "file_download.http_get", "phi_lsp/models/hub.py")
     params = inspect.signature(http_get).parameters
     want = ("resume_size", "headers", "expected_size", "displayed_filename", "tqdm_class")
     for name in ("url", "temp_file", *want):
-        assert name in params, changed(pkg, f"file_download.http_get({name}=)", "phi_lsp/hub.py")
+        assert name in params, changed(
+            pkg, f"file_download.http_get({name}=)", "phi_lsp/models/hub.py"
+        )
     assert list(params)[:2] == ["url", "temp_file"], changed(
-        pkg, "file_download.http_get(url, temp_file, ...)", "phi_lsp/hub.py"
+        pkg, "file_download.http_get(url, temp_file, ...)", "phi_lsp/models/hub.py"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from phi_lsp.docfunc import (
+from phi_lsp.bodygen.stubs import (
     body_is_done,
     check_candidate,
     cut_body,

@@ -1,4 +1,4 @@
-from phi_lsp.documents import lsp_lines
+from phi_lsp.lines import lsp_lines
 
 
 def test_only_lsp_line_breaks_split() -> None:

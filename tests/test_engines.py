@@ -9,7 +9,7 @@ import pytest
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.engines.base import Engine, GenerationRequest
+from phi_lsp.runtime.engines.base import Engine, GenerationRequest
 
 PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        return f."
 
@@ -18,11 +18,11 @@ PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n    
 def engine(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[Engine]:
     if request.param == "llamacpp":
         need_module("llama_cpp")
-        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+        from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
         eng: Engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
     else:
-        from phi_lsp.engines.transformers_engine import TransformersEngine
+        from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
         eng = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
     yield eng
@@ -71,7 +71,7 @@ def test_is_done_stops_early(engine: Engine) -> None:
 
 def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
     need_module("llama_cpp")
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
     long_prompt = PROMPT * 40  # > one prefill chunk, so the chunked prefill runs too
@@ -87,8 +87,8 @@ def test_llamacpp_reuses_the_prompt_prefix(tiny_model: TinyModel) -> None:
 
 def test_token_logprobs_are_recorded_and_agree_between_engines(tiny_model: TinyModel) -> None:
     need_module("llama_cpp")
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
-    from phi_lsp.engines.transformers_engine import TransformersEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
     request = GenerationRequest(prompt=PROMPT, max_new_tokens=8, logprobs=True)
     results = []
@@ -118,10 +118,10 @@ def lookup_engine(tiny_model: TinyModel, backend: str, draft_tokens: int) -> Eng
     """The tiny model on `backend` with prompt lookup drafting `draft_tokens` (0: off)."""
     if backend == "llamacpp":
         need_module("llama_cpp")
-        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+        from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
         return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=draft_tokens)
-    from phi_lsp.engines.transformers_engine import TransformersEngine
+    from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=draft_tokens)
 
@@ -143,7 +143,7 @@ def test_prompt_lookup_decoding_gives_the_same_greedy_text(
 
 
 def test_transformers_reuses_the_kv_cache_of_the_common_prefix(tiny_model: TinyModel) -> None:
-    from phi_lsp.engines.transformers_engine import TransformersEngine
+    from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
     warm = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
     cold = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
@@ -228,7 +228,7 @@ def test_logprobs_with_prompt_lookup_equal_the_plain_paths(
 def test_transformers_drops_its_kv_cache_when_generate_raises(tiny_model: TinyModel) -> None:
     """A generation that fails half-way (CUDA out of memory, say) has already written into the
     kept cache: the next request must not reuse it as if it held what it held before."""
-    from phi_lsp.engines.transformers_engine import TransformersEngine
+    from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
     engine = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
     cold = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)

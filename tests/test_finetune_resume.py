@@ -33,7 +33,7 @@ def steps_checkpointed(run_dir: Path) -> int:
 
 
 def start(run_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "phi_lsp.finetune.cli", "finetune", "--resume", str(run_dir)]
+    command = [sys.executable, "-m", "phi_lsp.cli.finetune", "finetune", "--resume", str(run_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env)
 

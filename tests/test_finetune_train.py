@@ -14,11 +14,11 @@ from needs import need_module
 from test_finetune_data import make_fixture_repo, tree_hashes
 from tinymodel import TinyModel
 
-from phi_lsp.engines.base import GenerationRequest
 from phi_lsp.finetune import cli
 from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
 from phi_lsp.finetune.sources import SourceConfig
 from phi_lsp.finetune.train import TrainConfig, stream_index, train
+from phi_lsp.runtime.engines.base import GenerationRequest
 
 PROMPT = 'def count_even(numbers):\n    """How many of the numbers are even."""\n'
 
@@ -143,8 +143,8 @@ def test_out_inside_a_repository_is_refused(tmp_path: Path) -> None:
 
 
 def test_adapter_on_the_transformers_engine(run: Run, tiny_model: TinyModel) -> None:
-    from phi_lsp.engines.transformers_engine import TransformersEngine
-    from phi_lsp.finetune.export import apply_adapter
+    from phi_lsp.runtime.adapters import apply_adapter
+    from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
     def engine_with(adapter: Path | None, merge: bool = True) -> TransformersEngine:
         engine = TransformersEngine(tiny_model.hf_dir, device="cpu")
@@ -172,8 +172,8 @@ def test_merged_gguf_and_lora_gguf_on_llamacpp(run: Run, tiny_model: TinyModel) 
     need_module("llama_cpp")
     import llama_cpp
 
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
-    from phi_lsp.finetune.export import lora_gguf_path
+    from phi_lsp.runtime.adapters import lora_gguf_path
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     request = GenerationRequest(PROMPT, max_new_tokens=16)
     merged_path = Path(run.report["exports"]["gguf"])

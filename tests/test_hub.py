@@ -1,4 +1,4 @@
-"""phi_lsp.hub against a loopback fake of the Hugging Face hub (tests/fake_hub.py): complete
+"""phi_lsp.models.hub against a loopback fake of the Hugging Face hub (tests/fake_hub.py): complete
 pulls, resume after a cut, hash checks (manifest, hub, trust-on-first-use lock), no pickles,
 and the offline message. No network is used."""
 
@@ -15,8 +15,8 @@ import pytest
 from fake_hub import FakeHub
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
 
-from phi_lsp.hub import PulledFile, PullError, PullRecord, pull_files
-from phi_lsp.manifests import KnownFile, Manifest
+from phi_lsp.models.hub import PulledFile, PullError, PullRecord, pull_files
+from phi_lsp.models.manifests import KnownFile, Manifest
 
 REPO = "fake-org/tiny-phi"
 PATTERNS = (

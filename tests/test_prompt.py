@@ -1,6 +1,6 @@
 """The prefix-only prompt: budget, import block, and stability while typing at the end."""
 
-from phi_lsp.prompt import build_prompt, import_block_end
+from phi_lsp.completion.prompt import build_prompt, import_block_end
 
 
 def count(text: str) -> int:

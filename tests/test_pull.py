@@ -12,8 +12,9 @@ from lsp_session import inline_completion, lsp_session, open_document, wait_for_
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.manifests import get_manifest
-from phi_lsp.model_store import StoreError, pull, verify
+from phi_lsp.models.manifests import get_manifest
+from phi_lsp.models.store import StoreError, pull
+from phi_lsp.runtime.verify import verify
 
 REPO = "microsoft/phi-1"
 

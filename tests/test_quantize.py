@@ -22,8 +22,8 @@ import pytest
 from needs import need_module
 from tinymodel import TinyModel, llama_greedy
 
-from phi_lsp.engines.base import GenerationRequest
-from phi_lsp.quantize import quantize_gguf
+from phi_lsp.models.quantize import quantize_gguf
+from phi_lsp.runtime.engines.base import GenerationRequest
 
 llama_cpp = need_module("llama_cpp")
 
@@ -211,8 +211,8 @@ def test_no_mmap_whenever_weights_are_repacked(
     """llama.cpp copies Q4_0 weights into CPU_REPACK (or AMX) buffers; with the file mapped
     too, they are held twice (phi-1 Q4_0 on a Zen 4 CPU: 1,939 MB peak RSS against 1,303 MB).
     The decision comes from the GGUF and this build's buffer types, so it is checked here."""
-    from phi_lsp.engines.llama_buffers import extra_buffer_types, resolve
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llama_buffers import extra_buffer_types, resolve
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     repacking = {"CPU_REPACK", "AMX"} & set(extra_buffer_types())
     for quant in ("q4_0", "q8_0"):

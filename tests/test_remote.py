@@ -21,9 +21,9 @@ from lsprotocol import types
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.context import cursor_context
-from phi_lsp.engines.base import GenerationRequest
-from phi_lsp.postprocess import postprocess
+from phi_lsp.completion.context import cursor_context
+from phi_lsp.completion.postprocess import postprocess
+from phi_lsp.runtime.engines.base import GenerationRequest
 from phi_lsp.settings import Settings
 
 need_module("llama_cpp.server")
@@ -43,7 +43,7 @@ def start_upstream(gguf: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
-        "phi_lsp.engine_server",
+        "phi_lsp.runtime.engines.llama_server",
         "auto",
         str(gguf),
         "--",
@@ -93,7 +93,7 @@ def upstream_trained(
 
 
 def local_expected(tiny_model: TinyModel, text: str, max_new_tokens: int) -> str:
-    from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+    from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
     engine = LlamaCppEngine(tiny_model.gguf_f32, n_threads=2)
     request = GenerationRequest(text, max_new_tokens, heal=Settings().token_healing)
@@ -128,7 +128,7 @@ async def test_remote_completion_equals_the_local_engines(
 
 
 def test_stop_and_deadline_end_the_stream(tiny_model: TinyModel, upstream: str) -> None:
-    from phi_lsp.engines.remote_engine import RemoteEngine
+    from phi_lsp.runtime.engines.remote_engine import RemoteEngine
 
     engine = RemoteEngine(upstream)
     assert engine.reachable and len(engine.tokenize("def f(x):")) > 0
@@ -253,7 +253,7 @@ def count_requests(engine: Any) -> list[httpx.Request]:
 @pytest.mark.parametrize("suffix", ["/v1", "/v1/", "/"])
 def test_remote_url_with_or_without_v1(tiny_model: TinyModel, upstream: str, suffix: str) -> None:
     """OpenAI clients, vLLM's docs and Continue write the base URL with /v1; both forms work."""
-    from phi_lsp.engines.remote_engine import RemoteEngine
+    from phi_lsp.runtime.engines.remote_engine import RemoteEngine
 
     engine = RemoteEngine(upstream + suffix)
     sent = count_requests(engine)
@@ -269,7 +269,7 @@ def test_remote_url_with_or_without_v1(tiny_model: TinyModel, upstream: str, suf
 def test_a_4xx_answer_is_not_retried_and_says_what_the_server_answered(
     tiny_model: TinyModel, upstream: str
 ) -> None:
-    from phi_lsp.engines.remote_engine import RemoteEngine, RemoteError
+    from phi_lsp.runtime.engines.remote_engine import RemoteEngine, RemoteError
 
     engine = RemoteEngine(upstream + "/api")  # a wrong path: the server answers 404
     sent = count_requests(engine)
@@ -320,8 +320,8 @@ def test_a_long_file_costs_at_most_two_tokenize_calls(
 ) -> None:
     """Budgeting a long file counted tokens line by line: one HTTP call per line, per keystroke.
     Now the remote prompt is budgeted locally and only the prompt sent is counted upstream."""
-    from phi_lsp.engines.remote_engine import RemoteEngine
-    from phi_lsp.pipeline import suggest
+    from phi_lsp.completion.pipeline import suggest
+    from phi_lsp.runtime.engines.remote_engine import RemoteEngine
     from phi_lsp.settings import Settings
 
     # Healing off: this test reads the one prompt sent (healing sends it less its split tail,
@@ -358,7 +358,7 @@ def test_a_long_file_costs_at_most_two_tokenize_calls(
 )
 def test_remote_heals_a_split_word(upstream_trained: str, typed: str, shown: str) -> None:
     """The upstream is asked without the split tail and its answer kept when it writes it."""
-    from phi_lsp.engines.remote_engine import RemoteEngine
+    from phi_lsp.runtime.engines.remote_engine import RemoteEngine
 
     engine = RemoteEngine(upstream_trained)
     request = GenerationRequest(STUB + typed, max_new_tokens=12, heal="word")
@@ -373,7 +373,7 @@ def test_remote_heals_a_split_word(upstream_trained: str, typed: str, shown: str
 def test_remote_asks_again_unhealed_when_the_answer_does_not_write_the_tail(
     upstream_trained: str,
 ) -> None:
-    from phi_lsp.engines.remote_engine import RemoteEngine
+    from phi_lsp.runtime.engines.remote_engine import RemoteEngine
 
     engine = RemoteEngine(upstream_trained)
     request = GenerationRequest(STUB + "    return zq", max_new_tokens=6, heal="word")
@@ -388,8 +388,8 @@ def test_the_shared_engine_does_not_map_repacked_weights(
 ) -> None:
     """`phi-lsp engine` (engine_server) loads as the in-process engine does: no mmap when
     llama.cpp repacks the weights (Q4_0 in CPU_REPACK or AMX), else it holds them twice."""
-    from phi_lsp.engines.llama_buffers import repacks
-    from phi_lsp.quantize import quantize_gguf
+    from phi_lsp.models.quantize import quantize_gguf
+    from phi_lsp.runtime.engines.llama_buffers import repacks
 
     model = quantize_gguf(tiny_model.gguf_f16, tmp_path / "shared-q4_0.gguf", "q4_0", threads=2)
     port = free_port()

@@ -11,8 +11,8 @@ import pytest
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.completer import COMPLETIONS, Completer
-from phi_lsp.runner import EngineRunner, Priority, Superseded
+from phi_lsp.completion.service import COMPLETIONS, Completer
+from phi_lsp.runtime.runner import EngineRunner, Priority, Superseded
 from phi_lsp.settings import Settings
 
 

@@ -29,9 +29,9 @@ from needs import need_module
 from pygls.exceptions import JsonRpcRequestCancelled
 from tinymodel import TinyModel
 
-from phi_lsp.context import cursor_context, should_complete
-from phi_lsp.engines.base import Engine, GenerationRequest
-from phi_lsp.postprocess import postprocess
+from phi_lsp.completion.context import cursor_context, should_complete
+from phi_lsp.completion.postprocess import postprocess
+from phi_lsp.runtime.engines.base import Engine, GenerationRequest
 from phi_lsp.settings import Settings
 
 SOURCE = '''import math
@@ -76,10 +76,10 @@ def settings_for(tiny_model: TinyModel, backend: str, **extra: Any) -> dict[str,
 
 def direct_engine(tiny_model: TinyModel, backend: str) -> Engine:
     if backend == "llamacpp":
-        from phi_lsp.engines.llamacpp_engine import LlamaCppEngine
+        from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
 
         return LlamaCppEngine(tiny_model.gguf_f32, n_ctx=2048, n_threads=2)
-    from phi_lsp.engines.transformers_engine import TransformersEngine
+    from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
     return TransformersEngine(tiny_model.hf_dir, device="cpu", n_ctx=2048, n_threads=2)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from phi_lsp.docfunc import find_stub
-from phi_lsp.stub_index import StubIndex
+from phi_lsp.bodygen.stubs import find_stub
+from phi_lsp.lsp.stub_index import StubIndex
 
 SOURCES = {
     "module": '''import os

@@ -1,6 +1,6 @@
 """The typed-ahead cache: forward typing, backspace into healed text, other documents, bounds."""
 
-from phi_lsp.suggestion_cache import SuggestionCache
+from phi_lsp.completion.cache import SuggestionCache
 
 PREFIX = "import os\n\ndef size(path):\n    return os.path."
 

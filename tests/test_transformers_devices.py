@@ -10,8 +10,9 @@ import torch
 from needs import need_module
 from tinymodel import TinyModel
 
-from phi_lsp.engines.base import GenerationRequest
-from phi_lsp.engines.transformers_engine import TransformersEngine, pick_attention, pick_dtype
+from phi_lsp.runtime.devices import pick_attention, pick_dtype
+from phi_lsp.runtime.engines.base import GenerationRequest
+from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
 PROMPT = "def add(a, b):\n    return"
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from phi_lsp.convert import convert_hf_to_gguf
+from phi_lsp.models.convert import convert_hf_to_gguf
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from phi_lsp.engines.base import Engine, GenerationRequest
 from phi_lsp.evaluation.passk import DEFAULT_KS, pass_at_ks
 from phi_lsp.evaluation.perturb import PERTURBATIONS, NotApplicable, adapt_solution
+from phi_lsp.runtime.engines.base import Engine, GenerationRequest
 from phi_lsp.sandbox import SandboxResult, run_sandboxed, sandbox_features
 
 

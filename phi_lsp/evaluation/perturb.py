@@ -18,7 +18,7 @@ import re
 import tokenize
 from collections.abc import Callable
 
-from phi_lsp.documents import lsp_lines
+from phi_lsp.lines import lsp_lines
 
 Perturbation = Callable[[str, str], str]
 

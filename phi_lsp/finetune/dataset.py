@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from phi_lsp.finetune.dedupe import decontaminate, deduplicate
+from phi_lsp.finetune.exercise import Exercise
 from phi_lsp.finetune.filters import RULES, FilterConfig, rejection
-from phi_lsp.finetune.mining import Exercise, load_user_exercises, mine_source
+from phi_lsp.finetune.mining import load_user_exercises, mine_source
 from phi_lsp.finetune.sources import RepoScan, SourceConfig, scan_repo
-from phi_lsp.model_store import atomic_write_bytes
+from phi_lsp.fs import atomic_write_bytes
 
 
 @dataclass(frozen=True)

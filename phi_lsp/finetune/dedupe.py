@@ -24,7 +24,7 @@ from phi_lsp.evaluation.contamination import code_tokens
 
 if TYPE_CHECKING:
     from phi_lsp.evaluation.contamination import NGramIndex
-    from phi_lsp.finetune.mining import Exercise
+    from phi_lsp.finetune.exercise import Exercise
 
 SHINGLE = 5
 NUM_PERM = 128

@@ -24,28 +24,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-LORA_GGUF = "lora.gguf"
+from phi_lsp.runtime.adapters import LORA_GGUF, apply_adapter
+
 PEFT_PREFIX = "base_model.model."
-
-
-def lora_gguf_path(adapter_dir: Path) -> Path | None:
-    """The llama.cpp adapter in an adapter folder, if there is one."""
-    path = Path(adapter_dir) / LORA_GGUF
-    return path if path.is_file() else None
-
-
-def apply_adapter(model: Any, adapter_dir: Path, merge: bool = True) -> Any:
-    """`model` with the peft adapter in `adapter_dir`, in eval mode; merged into the weights
-    (no extra cost per token) unless `merge` is False or the base is quantized."""
-    from peft import PeftModel
-
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(
-        model, "is_loaded_in_8bit", False
-    )
-    if merge and not quantized:
-        return peft_model.merge_and_unload().eval()
-    return peft_model.eval()
 
 
 def write_lora_gguf(adapter_dir: Path, base_hf_dir: Path, out_path: Path | None = None) -> Path:
@@ -133,8 +114,8 @@ def merge_adapter(base_hf_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
 def export_merged_gguf(
     base_hf_dir: Path, adapter_dir: Path, out_path: Path, outtype: str = "f16"
 ) -> Path:
-    """Merge, then convert with phi-lsp's converter (`phi_lsp.convert.convert_hf_to_gguf`)."""
-    from phi_lsp.convert import convert_hf_to_gguf
+    """Merge, then convert with phi-lsp's converter (`models.convert`)."""
+    from phi_lsp.models.convert import convert_hf_to_gguf
 
     out_path = Path(out_path)
     merged = merge_adapter(base_hf_dir, adapter_dir, out_path.with_name(out_path.stem + "-hf"))

@@ -11,10 +11,8 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from phi_lsp.finetune.mining import Exercise
+from phi_lsp.finetune.exercise import Exercise
 
 RULES = (
     "nested_function",

@@ -1,6 +1,6 @@
 """Exercises from source files: every function or method with a docstring.
 
-The prompt is exactly what `phi_lsp.docfunc` builds for a stub at inference time (the file's
+The prompt is exactly what `phi_lsp.bodygen.stubs` builds for a stub at inference time (the file's
 imports, the enclosing class headers for a method, decorators, signature and docstring, then a
 newline), so training and serving see the same text. The completion is the body after the
 docstring, at its indentation in the file, ending with a newline.
@@ -14,71 +14,15 @@ from __future__ import annotations
 import ast
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from phi_lsp.docfunc import Stub, _is_docstring, _make_stub
-from phi_lsp.documents import lsp_lines
+from phi_lsp.bodygen.stubs import is_docstring, make_stub
+from phi_lsp.finetune.exercise import Exercise
 from phi_lsp.finetune.filters import is_trivial_body
+from phi_lsp.lines import lsp_lines
 
 USER_SOURCE = "exercises"
-
-
-@dataclass(frozen=True)
-class Exercise:
-    """One training example. `unit` is what the split keeps together (the file)."""
-
-    id: str
-    source: str  # repository label, or "exercises" for user files
-    path: str  # file, relative to its repository
-    unit: str  # split unit: source/path (JSONL lines are units of their own)
-    kind: str  # "mined" or "user"
-    name: str  # qualified name, e.g. Circle.area
-    line: int  # 1-based line of the `def` (JSONL: the line number)
-    prompt: str
-    completion: str
-    # The pieces of the prompt, to rebuild a docfunc.Stub (doctests in the sandbox).
-    imports: str = ""
-    classes: str = ""
-    head: str = ""
-    def_indent: str = ""
-    body_indent: str = ""
-    docstring: str = ""
-    returns_value: bool = False
-    # Facts the filters use.
-    nested: bool = False  # defined inside another function (its context is missing)
-    trivial: bool = False  # pass / ... / return an attribute / a super() call
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Exercise:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def stub(self) -> Stub:
-        """The docfunc view of this exercise (for doctest programs)."""
-        return Stub(
-            name=self.name.rpartition(".")[2],
-            prompt=self.prompt,
-            imports=self.imports,
-            classes=self.classes,
-            head=self.head,
-            def_indent=self.def_indent,
-            body_indent=self.body_indent,
-            docstring=self.docstring,
-            start=(0, 0),
-            end=(0, 0),
-            returns_value=self.returns_value,
-            is_method=bool(self.classes),
-        )
-
-    @property
-    def code(self) -> str:
-        """Signature, docstring and body, without the imports (for dedupe and decontamination)."""
-        return (self.head + "\n" + self.completion) if self.head else self.prompt + self.completion
 
 
 Func = ast.FunctionDef | ast.AsyncFunctionDef
@@ -93,7 +37,7 @@ def mine_source(text: str, source: str, path: str, kind: str = "mined") -> list[
     def visit(node: ast.AST, classes: list[ast.ClassDef], names: list[str], nested: bool) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, Func):
-                if child.body and _is_docstring(child.body[0]):
+                if child.body and is_docstring(child.body[0]):
                     found.append((child, classes, [*names, child.name], nested))
                 visit(child, [], [*names, child.name], True)
             elif isinstance(child, ast.ClassDef):
@@ -104,7 +48,7 @@ def mine_source(text: str, source: str, path: str, kind: str = "mined") -> list[
     visit(tree, [], [], False)
     exercises = []
     for func, classes, names, nested in found:
-        stub = _make_stub(func, classes, tree, lines)
+        stub = make_stub(func, classes, tree, lines)
         doc_end = (func.body[0].end_lineno or func.body[0].lineno) - 1
         rest = func.body[1:]
         if rest and rest[0].lineno - 1 <= doc_end:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from phi_lsp.docfunc import Stub, body_is_done, check_candidate, cut_body, doctest_examples
-from phi_lsp.finetune.mining import Exercise
-from phi_lsp.model_store import atomic_write_bytes
+from phi_lsp.bodygen.stubs import Stub, body_is_done, check_candidate, cut_body, doctest_examples
+from phi_lsp.finetune.exercise import Exercise
+from phi_lsp.fs import atomic_write_bytes
 
 DoctestRunner = Callable[[Stub, str], tuple[int, int]]
 

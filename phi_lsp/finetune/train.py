@@ -39,11 +39,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from phi_lsp.engines.transformers_engine import pick_device
 from phi_lsp.finetune.config import PHI3_TARGETS, PHI_TARGETS, TrainConfig
 from phi_lsp.finetune.dataset import Dataset, load_dataset
-from phi_lsp.finetune.mining import Exercise
-from phi_lsp.model_store import atomic_write_bytes
+from phi_lsp.finetune.exercise import Exercise
+from phi_lsp.fs import atomic_write_bytes
+from phi_lsp.runtime.devices import (
+    eos_token_id,
+    nf4_config,
+    pick_attention,
+    pick_device,
+    pick_dtype,
+)
 
 CHECKPOINT = "checkpoint.pt"
 IGNORE = -100
@@ -94,7 +100,7 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    dtype = pick_dtype(cfg.dtype, device)
+    dtype = pick_dtype(device, cfg.dtype)
     autocast = (
         torch.autocast("cuda", dtype=dtype)
         if device == "cuda" and dtype != torch.float32
@@ -126,7 +132,7 @@ def train(
     model = get_peft_model(model, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
-    eos = eos_token_id(tokenizer, base_hf_dir)
+    eos = eos_token_id(model.config.to_dict(), tokenizer)
     train_rows = [
         encode(tokenizer, ex, cfg.max_seq_len, eos if cfg.append_eos else None)
         for ex in dataset.train
@@ -272,34 +278,13 @@ def train(
 # --- setup ---------------------------------------------------------------------------------------
 
 
-def pick_dtype(name: str, device: str) -> torch.dtype:
-    if name != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            name
-        ]
-    if device == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32
-
-
-def pick_attention(name: str, device: str, dtype: torch.dtype) -> str:
-    if name != "auto":
-        return name
-    import importlib.util
-
-    has_flash = importlib.util.find_spec("flash_attn") is not None
-    if device == "cuda" and dtype in (torch.float16, torch.bfloat16) and has_flash:
-        return "flash_attention_2"
-    return "sdpa"
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)  # CPU and every CUDA device
 
 
 def resolve_hf_dir(spec: str) -> Path:
-    from phi_lsp.model_source import resolve_model
+    from phi_lsp.models.source import resolve_model
 
     source = resolve_model(spec)
     if source.hf_dir is None:
@@ -316,19 +301,12 @@ def load_base_model(hf_dir: Path, device: str, dtype: torch.dtype, cfg: TrainCon
 
     kwargs: dict[str, Any] = {
         "dtype": dtype,
-        "attn_implementation": pick_attention(cfg.attention, device, dtype),
+        "attn_implementation": pick_attention(device, dtype, cfg.attention),
         "use_safetensors": True,
         "trust_remote_code": False,
     }
     if cfg.quantization == "nf4":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_use_double_quant=True,
-        )
+        kwargs["quantization_config"] = nf4_config(dtype)
         kwargs["device_map"] = {"": device}
     elif cfg.quantization != "none":
         raise ValueError(f"quantization must be none or nf4, not {cfg.quantization!r}")
@@ -356,17 +334,6 @@ def load_base_model(hf_dir: Path, device: str, dtype: torch.dtype, cfg: TrainCon
     for p in model.parameters():
         p.requires_grad_(False)
     return tokenizer, model
-
-
-def eos_token_id(tokenizer: Any, hf_dir: Path) -> int:
-    """`<|endoftext|>`: the tokenizer's eos, else its id in the vocabulary (phi-1's config has
-    no eos id)."""
-    if tokenizer.eos_token_id is not None:
-        return int(tokenizer.eos_token_id)
-    token = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    if isinstance(token, int) and token != tokenizer.unk_token_id:
-        return token
-    raise ValueError(f"{hf_dir}: the tokenizer has no <|endoftext|> / eos token")
 
 
 # --- data ----------------------------------------------------------------------------------------
