@@ -13,7 +13,7 @@ import { errorText } from './logs';
 import type { Notifications } from './notifications';
 import type { StatusBar } from './statusBar';
 
-/** The server's command (phi_lsp/features/generate.py). */
+/** The server's command (phi_lsp/lsp/features/generate.py). */
 const GENERATE_COMMAND = 'phiLsp.generateFunction';
 
 export class Commands {

@@ -36,7 +36,7 @@ export function modelToPull(message: string): string | undefined {
   return m ? m[1] : undefined;
 }
 
-/** phi_lsp.server._load_failure_message starts with this. */
+/** phi_lsp.lsp.server._load_failure_message starts with this. */
 export function isLoadFailure(message: string): boolean {
   return message.startsWith('phi-lsp could not load model');
 }

@@ -59,7 +59,7 @@ export function initialState(enabled = true): StatusState {
 
 const LOADING = /^phi-lsp: loading (.+)$/;
 const WRITING = /^phi-lsp: (writing .+)$/;
-/** `phi_lsp.server.load_model`: f"{model} ready ({engine.name}, {seconds:.1f} s)". */
+/** `phi_lsp.lsp.server.load_model`: f"{model} ready ({engine.name}, {seconds:.1f} s)". */
 const READY = /^(.*) ready \((.+), ([\d.]+) s\)$/;
 const SUPERSEDED = 'replaced by a newer load';
 

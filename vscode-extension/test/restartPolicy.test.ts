@@ -37,8 +37,8 @@ test('load failure messages and the model to pull', () => {
 
 test('stderr levels and the reason a server did not start', () => {
   assert.equal(levelOf('2026-11-22 01:02:03,456 INFO phi_lsp: phi-lsp 0.1.0 starting (pid 1)'), 'info');
-  assert.equal(levelOf('2026-11-22 01:02:03,456 WARNING phi_lsp.server: x'), 'warn');
-  assert.equal(levelOf('2026-11-22 01:02:03,456 ERROR phi_lsp.server: x'), 'error');
+  assert.equal(levelOf('2026-11-22 01:02:03,456 WARNING phi_lsp.lsp.server: x'), 'warn');
+  assert.equal(levelOf('2026-11-22 01:02:03,456 ERROR phi_lsp.lsp.server: x'), 'error');
   assert.equal(levelOf('/usr/bin/python3: No module named phi_lsp'), 'error');
   const tail = new StderrTail(3);
   tail.push('/usr/bin/python3: No module named phi_lsp');
@@ -48,7 +48,7 @@ test('stderr levels and the reason a server did not start', () => {
   );
   assert.equal(tail.reason(), 'ImportError: no llama');
   tail.clear();
-  tail.push('2026-11-22 01:02:03,456 ERROR phi_lsp.server: model exploded');
+  tail.push('2026-11-22 01:02:03,456 ERROR phi_lsp.lsp.server: model exploded');
   assert.equal(tail.reason(), 'model exploded');
   tail.clear();
   assert.equal(tail.reason(), undefined);
