@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 import platform
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 from phi_lsp.errors import ModelLoadError
 
@@ -148,3 +150,15 @@ def render(checks: list[Check]) -> str:
         if not c.ok and c.fix:
             lines.append(f"    {'':<{width}}  fix: {c.fix}")
     return "\n".join(lines)
+
+
+def add_parser(commands: Any) -> None:
+    doctor = commands.add_parser("doctor", help="what this machine can run, and fixes")
+    doctor.add_argument("--model", default="phi-1")
+    doctor.set_defaults(run=run_doctor)
+
+
+def run_doctor(args: argparse.Namespace) -> int:
+    checks = run_checks(args.model)
+    print(render(checks))
+    return 0 if all(c.ok for c in checks) else 1
