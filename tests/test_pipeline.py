@@ -13,7 +13,8 @@ from needs import need_module
 from tinymodel import TinyModel
 
 from phi_lsp.completion.context import cursor_context
-from phi_lsp.completion.pipeline import clean_cut, suggest, warm, warm_document
+from phi_lsp.completion.pipeline import clean_cut, suggest
+from phi_lsp.completion.prefill import warm, warm_document
 from phi_lsp.runtime.engines.base import Engine
 from phi_lsp.settings import Settings
 

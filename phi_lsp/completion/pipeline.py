@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from phi_lsp.completion.context import CursorContext, cursor_context, should_complete
 from phi_lsp.completion.postprocess import is_complete, postprocess
-from phi_lsp.completion.prompt import CHARS_PER_TOKEN_CAP, build_prompt
+from phi_lsp.completion.prompt import build_prompt
 from phi_lsp.runtime.engines.base import Engine, Generation, GenerationRequest
 from phi_lsp.settings import Settings
 
@@ -89,35 +89,6 @@ def suggest(
     return Suggestion(
         out, ctx.mode, prompt, generation, timings, healed=healed, forced=generation.forced
     )
-
-
-def warm(engine: Engine, text: str, offset: int, settings: Settings, stop: threading.Event) -> int:
-    """Prefill the prompt up to the start of the cursor's line; the tokens evaluated.
-
-    Called while the user types (no request reaches the engine during a burst), so that when
-    they pause only the current line is left to evaluate. The prompt comes from the same
-    `engine_prompt` as `suggest`'s, so the engine's prefix cache matches.
-    """
-    prompt = engine_prompt(engine, text[:offset], settings)
-    stable = prompt[: prompt.rfind("\n") + 1]
-    return engine.warm(stable, stop) if stable else 0
-
-
-def warm_document(engine: Engine, text: str, settings: Settings, stop: threading.Event) -> int:
-    """Prefill the start of a document the user just opened: as much as one prompt holds.
-
-    Every prompt inside that part of the file starts with those tokens, so wherever the user
-    then types (above the budget's end) only the lines near the cursor are left to evaluate.
-    """
-    budget = prompt_budget(engine, settings)
-    end = used = 0
-    # Line by line: the sum over lines is at least the tokens of the lines together.
-    for line in text[: budget * CHARS_PER_TOKEN_CAP].splitlines(keepends=True):
-        used += len(engine.tokenize(line))
-        if used > budget or stop.is_set():
-            break
-        end += len(line)
-    return warm(engine, text, end, settings, stop)
 
 
 def clean_cut(raw: str, ctx: CursorContext) -> str:

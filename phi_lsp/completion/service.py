@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from phi_lsp.completion.cache import SuggestionCache
 from phi_lsp.completion.debounce import TypingRhythm
-from phi_lsp.completion.pipeline import Suggestion, suggest, warm, warm_document
+from phi_lsp.completion.pipeline import Suggestion, suggest
+from phi_lsp.completion.prefill import Prefill
 from phi_lsp.runtime.engines.base import Engine
 from phi_lsp.runtime.runner import EngineRunner, Priority, Superseded
 from phi_lsp.settings import Settings
@@ -36,8 +37,11 @@ class Completer:
         runner: EngineRunner,
         settings: Callable[[], Settings],
         report: Callable[[str], None] = lambda message: None,
+        prefill: Prefill | None = None,
     ) -> None:
         self.runner = runner
+        # Prefill during the debounce (the server shares one Prefill with its document events).
+        self.prefill = prefill or Prefill(runner, settings)
         self.settings = settings
         # Tells the editor when the engine keeps failing, once per failure streak.
         self.report = report
@@ -108,29 +112,6 @@ class Completer:
         self.cache.put(uri, prefix, line_suffix, result.text, healed)
         return result
 
-    def opened(self, uri: str, text: str) -> None:
-        """A document was opened (or the model became ready): prefill the start of it."""
-        self._warm(uri, lambda engine, settings, stop: warm_document(engine, text, settings, stop))
-
-    def _warm_line(self, uri: str, text: str, offset: int) -> None:
-        """Prefill the lines above the cursor while the user types on its line."""
-        self._warm(uri, lambda engine, settings, stop: warm(engine, text, offset, settings, stop))
-
-    def _warm(self, uri: str, prefill: Callable[[Engine, Settings, threading.Event], int]) -> None:
-        """Hand `prefill` to the runner as idle-time work (unless the prefix cache is off)."""
-        settings = self.settings()
-        if not (settings.prefix_cache and settings.enable):
-            return
-
-        def work(engine: Engine, stop: threading.Event) -> int:
-            t0 = time.perf_counter()
-            evaluated = prefill(engine, settings, stop)
-            if evaluated:
-                log.info("warm %s evaluated=%d %.0fms", uri, evaluated, _ms(t0))
-            return evaluated
-
-        self.runner.warm(work)
-
     def _failed(self, request_id: int, exc: Exception) -> None:
         """One log line per failure; one editor message when failures repeat."""
         self.failures += 1
@@ -151,7 +132,7 @@ class Completer:
         else:
             wait = rhythm.delay(time.monotonic(), MAX_DEBOUNCE_S) if rhythm else 0.0
         if wait > 0:
-            self._warm_line(uri, text, offset)
+            self.prefill.typing(uri, text, offset)
             await asyncio.sleep(wait)
         return self._latest == (request_id, uri)
 

@@ -17,6 +17,7 @@ from pygls.workspace import TextDocument
 
 from phi_lsp import __version__
 from phi_lsp.completion.pipeline import Suggestion
+from phi_lsp.completion.prefill import Prefill
 from phi_lsp.completion.service import Completer
 from phi_lsp.errors import ModelLoadError
 from phi_lsp.lsp.documents import use_lsp_line_breaks
@@ -42,16 +43,18 @@ class PhiLanguageServer(LanguageServer):
         # Command-line flags (--model, --backend) win over what the editor sends.
         self.overrides = overrides or {}
         self.runner = EngineRunner()
+        self.prefill = Prefill(self.runner, lambda: self.settings)
         self.completer = Completer(
-            self.runner, lambda: self.settings, lambda m: self.show(m, types.MessageType.Warning)
+            self.runner,
+            lambda: self.settings,
+            lambda m: self.show(m, types.MessageType.Warning),
+            self.prefill,
         )
         self._load_task: asyncio.Task[None] | None = None
         # Where the docstring stubs are, per document version (code actions).
         self.stubs = StubIndex()
         # Function bodies being written in the background, by function (features.generate).
         self.body_jobs: dict[str, Any] = {}
-        # The document last opened or edited: the one to prefill when the model becomes ready.
-        self.focus: str | None = None
 
     # -- settings ---------------------------------------------------------------------------
     def apply_settings(self, raw: Any) -> bool:
@@ -109,15 +112,14 @@ class PhiLanguageServer(LanguageServer):
         else:
             message = f"{settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
             log.info(message)
-            self.prefill_focus()
+            self.prefill.model_ready(self.document_text)
         finally:
             self.end_progress(token, message)
 
-    def prefill_focus(self) -> None:
-        """Prefill the document the user last opened or edited (the model just became ready)."""
-        doc = self.open_document(self.focus) if self.focus else None
-        if doc is not None:
-            self.completer.opened(doc.uri, doc.source)
+    def document_text(self, uri: str) -> str | None:
+        """The text of an open document, None when it is not open."""
+        doc = self.open_document(uri)
+        return doc.source if doc is not None else None
 
     async def begin_progress(self, title: str, cancellable: bool = False) -> str | None:
         """Start server-initiated work-done progress; its token, or None if the client has none."""

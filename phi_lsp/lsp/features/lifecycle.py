@@ -35,12 +35,11 @@ def register(ls: PhiLanguageServer) -> None:
 
     @ls.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def did_open(ls: PhiLanguageServer, params: types.DidOpenTextDocumentParams) -> None:
-        ls.focus = params.text_document.uri
-        ls.completer.opened(ls.focus, params.text_document.text)
+        ls.prefill.opened(params.text_document.uri, params.text_document.text)
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: PhiLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.focus = params.text_document.uri
+        ls.prefill.edited(params.text_document.uri)
         ls.completer.edited(params.text_document.uri)
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
