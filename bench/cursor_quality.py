@@ -2,7 +2,7 @@
 
 Builds the tests' trained tiny model (it has memorised a few functions, so the right answer is
 known), starts a real `phi-lsp serve` per engine and healing rule, cuts every memorised line at
-every character and asks for ghost text there (see tests/cursor_quality.py). Prints the share of
+every character and asks for ghost text there (see testkit/cursor_quality.py). Prints the share of
 cut points where the line prefix + suggestion gives back the memorised line, overall, per mode
 (line / block) and per situation (mid-identifier, after a space, ...), with LF and CRLF files.
 
@@ -20,7 +20,6 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))  # run from anywhere: phi_lsp is the repo's
-sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the memorised model and the harness
 
 RULES = ("off", "token", "word")
 ENGINES = ("llamacpp", "transformers")
@@ -38,9 +37,9 @@ def main() -> None:
 
 
 async def run(work: Path, engines: list[str], rules: list[str], misses: bool) -> None:
-    from cursor_quality import Score, cut_points, run_server
-    from tinymodel import build_tiny_model
-    from trained_model import LESSONS, train_tiny_model
+    from testkit.cursor_quality import Score, cut_points, run_server
+    from testkit.tinymodel import build_tiny_model
+    from testkit.trained_model import LESSONS, train_tiny_model
 
     model = train_tiny_model(build_tiny_model(work / "tiny"), work / "trained")
     paths = {"llamacpp": str(model.gguf_f32), "transformers": str(model.hf_dir)}

@@ -156,8 +156,8 @@ def training_files(limit: int | None = None) -> list[Path]:
 
 def build_tokenizer(shape: Shape) -> PreTrainedTokenizerFast:
     """A GPT-2 style byte-level BPE of `shape.bpe_vocab` tokens plus whitespace-run tokens."""
-    sys.path.insert(0, str(BENCH_DIR.parent / "tests"))  # the tests' tiny model trains it too
-    from tinymodel import build_tokenizer as train_bpe
+    sys.path.insert(0, str(BENCH_DIR.parent))  # testkit: the tests' tiny model trains it too
+    from testkit.tinymodel import build_tokenizer as train_bpe
 
     files = training_files(limit=120 if shape.vocab_size < 10_000 else None)
     return train_bpe(files, shape.bpe_vocab, shape.whitespace_tokens)

@@ -725,8 +725,8 @@ def print_table(ours: dict[str, Any], base: dict[str, Any], probe: dict[str, Any
 
 
 def tiny_model() -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from tinymodel import build_tiny_model
+    sys.path.insert(0, str(REPO))  # testkit
+    from testkit.tinymodel import build_tiny_model
 
     gguf = TINY_DIR / "tiny-f16.gguf"
     if not gguf.is_file():

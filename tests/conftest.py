@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tinymodel import TinyModel, build_tiny_model
+
+from testkit.tinymodel import TinyModel, build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def trained_model(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     """The tiny model after memorising a few functions (see trained_model.py)."""
-    from trained_model import train_tiny_model
+    from testkit.trained_model import train_tiny_model
 
     return train_tiny_model(tiny_model, tmp_path_factory.mktemp("trained"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import pytest
-from tinymodel import TinyModel
 
 from phi_lsp.bodygen.ranking import (
     Candidate,
@@ -16,6 +15,7 @@ from phi_lsp.bodygen.ranking import (
 )
 from phi_lsp.bodygen.stubs import body_is_done, check_candidate, cut_body, find_stub
 from phi_lsp.runtime.engines.base import GenerationRequest
+from testkit.tinymodel import TinyModel
 
 SOURCE = '''def double(x: int) -> int:
     """Twice x.

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from lsp_session import capabilities, wait_for_loads
 from lsprotocol import types
 from pytest_lsp.client import make_test_lsp_client
-from tinymodel import TinyModel
 
 from phi_lsp.models.source import resolve_model
 from phi_lsp.sandbox import sandbox_features
+from testkit.lsp_session import capabilities, wait_for_loads
+from testkit.tinymodel import TinyModel
 
 
 def phi_lsp(*args: str, home: Path) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tinymodel import training_files
 
 from phi_lsp.evaluation.contamination import (
     NGramIndex,
@@ -14,6 +13,7 @@ from phi_lsp.evaluation.contamination import (
     find_near_duplicates,
     ngram_hashes,
 )
+from testkit.tinymodel import training_files
 
 # HumanEval/0 (has_close_elements), variables renamed, reformatted, commented, no docstring.
 PLANTED_RENAMED = '''

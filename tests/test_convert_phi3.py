@@ -1,6 +1,6 @@
 """HF phi-3 → GGUF conversion: llama.cpp must see the same tokens, logits and greedy text as HF.
 
-The tiny Phi3ForCausalLM (tests/tinymodel.py) has Phi-3-mini's structure and a Llama/Phi-3
+The tiny Phi3ForCausalLM (testkit/tinymodel.py) has Phi-3-mini's structure and a Llama/Phi-3
 style SentencePiece BPE tokenizer with byte fallback; variants cover LongRoPE with a partial
 rotary factor, the published config.json layout and tied embeddings.
 """
@@ -20,15 +20,15 @@ import numpy as np
 import pytest
 import torch
 from needs import need_module
-from tinymodel import (
+
+from phi_lsp.models.convert import convert_hf_to_gguf
+from testkit.tinymodel import (
     ENDOFTEXT,
     PHI3_VOCAB_SIZE,
     PHI3_WHITESPACE_PIECES,
     TinyPhi3Model,
     build_tiny_phi3_model,
 )
-
-from phi_lsp.models.convert import convert_hf_to_gguf
 
 llama_cpp = need_module("llama_cpp")
 

@@ -1,7 +1,7 @@
 """Right at every cursor position: token healing through a real `phi-lsp serve`.
 
 The trained tiny model has memorised a few functions; every memorised line is cut at every
-character (tests/cursor_quality.py) and the ghost text there must give the line back. Without
+character (testkit/cursor_quality.py) and the ghost text there must give the line back. Without
 healing about half the cut points are wrong (mid-word, after a space, after an indentation
 token); bench/cursor_quality.py prints the figures per engine, rule and situation.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cursor_quality import cut_points, run_server
-from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
 from needs import need_module
-from tinymodel import TinyModel
-from trained_model import LESSONS
+
+from testkit.cursor_quality import cut_points, run_server
+from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+from testkit.tinymodel import TinyModel
+from testkit.trained_model import LESSONS
 
 BACKENDS = ["llamacpp", "transformers"]
 SITUATIONS = {

@@ -20,7 +20,8 @@ from lsprotocol import types
 from needs import need_module
 from packaging.requirements import Requirement
 from packaging.version import Version
-from tinymodel import TinyModel
+
+from testkit.tinymodel import TinyModel
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 from needs import missing, need_module
-from tinymodel import TinyModel
+
+from testkit.tinymodel import TinyModel
 
 SCRIPTS = Path(__file__).parent / "emacs"
 APT = "apt-get install emacs-nox elpa-eglot elpa-lsp-mode"

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.runtime.engines.base import Engine, GenerationRequest
+from testkit.tinymodel import TinyModel
 
 PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        return f."
 

@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_finetune_data import make_fixture_repo
-from tinymodel import TinyModel
 
 from phi_lsp.finetune import cli
 from phi_lsp.finetune.train import Interrupted, config_from_dict, train
+from testkit.tinymodel import TinyModel
 
 MAX_STEPS = 40
 

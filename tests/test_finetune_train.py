@@ -12,13 +12,13 @@ import pytest
 import torch
 from needs import need_module
 from test_finetune_data import make_fixture_repo, tree_hashes
-from tinymodel import TinyModel
 
 from phi_lsp.finetune import cli
 from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
 from phi_lsp.finetune.sources import SourceConfig
 from phi_lsp.finetune.train import TrainConfig, stream_index, train
 from phi_lsp.runtime.engines.base import GenerationRequest
+from testkit.tinymodel import TinyModel
 
 PROMPT = 'def count_even(numbers):\n    """How many of the numbers are even."""\n'
 
@@ -263,8 +263,9 @@ def test_data_order_is_a_pure_function_of_seed_and_position() -> None:
 async def test_server_loads_the_adapter_without_a_restart(
     run: Run, tiny_model: TinyModel, tmp_path: Path, backend: str
 ) -> None:
-    from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
     from lsprotocol import types
+
+    from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 
     model = tiny_model.hf_dir if backend == "transformers" else tiny_model.gguf_f32
     settings = {

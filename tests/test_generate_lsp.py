@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any, Union
 
 import pytest
-from lsp_session import inline_params, lsp_session, open_document, send_now, wait_for_loads
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInternalError
 from pytest_lsp import LanguageClient
-from tinymodel import TinyModel
+
+from testkit.lsp_session import inline_params, lsp_session, open_document, send_now, wait_for_loads
+from testkit.tinymodel import TinyModel
 
 SOURCE = '''import os
 

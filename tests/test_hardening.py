@@ -18,11 +18,18 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lsp_session import capabilities, inline_params, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException, JsonRpcRequestCancelled
 from pytest_lsp import LanguageClient
-from tinymodel import TinyModel
+
+from testkit.lsp_session import (
+    capabilities,
+    inline_params,
+    lsp_session,
+    open_document,
+    wait_for_loads,
+)
+from testkit.tinymodel import TinyModel
 
 T = TypeVar("T")
 FUZZ_EXAMPLES = int(os.environ.get("PHI_LSP_FUZZ_EXAMPLES", "40"))

@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tinymodel import TinyModel
 
 from phi_lsp.evaluation.humaneval import (
     Problem,
@@ -25,6 +24,7 @@ from phi_lsp.evaluation.humaneval import (
 from phi_lsp.evaluation.passk import mean_pass_at_k, pass_at_k, pass_at_ks
 from phi_lsp.evaluation.perturb import PERTURBATIONS, NotApplicable, rename_map, tabify
 from phi_lsp.sandbox import SandboxResult, run_sandboxed
+from testkit.tinymodel import TinyModel
 
 
 def canonical(problem: Problem, sample: int) -> str:

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader, LlamaFileType
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.models.source import resolve_model
 from phi_lsp.models.store import StoreError, import_model, list_models, remove
 from phi_lsp.runtime.verify import verify
+from testkit.tinymodel import TinyModel
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ import threading
 from pathlib import Path
 
 from needs import missing, need_module
-from tinymodel import TinyModel
 
 from phi_lsp.completion.context import cursor_context
 from phi_lsp.completion.postprocess import postprocess
 from phi_lsp.runtime.engines.base import GenerationRequest
 from phi_lsp.settings import Settings
+from testkit.tinymodel import TinyModel
 
 SCRIPT = Path(__file__).parent / "nvim" / "complete.lua"
 SOURCE = (

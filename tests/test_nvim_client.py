@@ -26,7 +26,8 @@ from typing import Any
 
 import pytest
 from needs import missing, need_module
-from tinymodel import TinyModel
+
+from testkit.tinymodel import TinyModel
 
 ROOT = Path(__file__).resolve().parent.parent
 NVIM_DIR = ROOT / "nvim"

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.completion.context import cursor_context
 from phi_lsp.completion.pipeline import clean_cut, suggest
 from phi_lsp.completion.prefill import warm, warm_document
 from phi_lsp.runtime.engines.base import Engine
 from phi_lsp.settings import Settings
+from testkit.tinymodel import TinyModel
 
 
 def test_clean_cut_keeps_whole_lines_in_block_mode() -> None:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
-from tinymodel import TinyModel
+
+from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+from testkit.tinymodel import TinyModel
 
 
 def raw_request(client, method: str, params: object) -> asyncio.Future:  # type: ignore[no-untyped-def]

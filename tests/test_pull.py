@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from fake_hub import FakeHub
 from huggingface_hub import constants
-from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.models.manifests import get_manifest
 from phi_lsp.models.store import StoreError, pull
 from phi_lsp.runtime.verify import verify
+from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+from testkit.tinymodel import TinyModel
 
 REPO = "microsoft/phi-1"
 

@@ -20,10 +20,10 @@ import gguf
 import numpy as np
 import pytest
 from needs import need_module
-from tinymodel import TinyModel, llama_greedy
 
 from phi_lsp.models.quantize import quantize_gguf
 from phi_lsp.runtime.engines.base import GenerationRequest
+from testkit.tinymodel import TinyModel, llama_greedy
 
 llama_cpp = need_module("llama_cpp")
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
-from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.completion.context import cursor_context
 from phi_lsp.completion.postprocess import postprocess
 from phi_lsp.runtime.engines.base import GenerationRequest
 from phi_lsp.settings import Settings
+from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
+from testkit.tinymodel import TinyModel
 
 need_module("llama_cpp.server")
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.completion.service import COMPLETIONS, Completer
 from phi_lsp.runtime.runner import EngineRunner, Priority, Superseded
 from phi_lsp.settings import Settings
+from testkit.tinymodel import TinyModel
 
 
 async def test_watchdog_stops_a_stuck_generation() -> None:

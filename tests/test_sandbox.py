@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from lsp_session import lsp_session, open_document
 
 from phi_lsp.bodygen.ranking import run_doctests_sandboxed
 from phi_lsp.bodygen.stubs import find_stub
 from phi_lsp.sandbox import CHILD_ENV, sandbox_features
 from phi_lsp.sandbox import run_sandboxed as run
+from testkit.lsp_session import lsp_session, open_document
 
 REPO = Path(__file__).resolve().parents[1]
 NOBODY = 65534

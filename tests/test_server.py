@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lsp_session import (
+from lsprotocol import types
+from needs import need_module
+from pygls.exceptions import JsonRpcRequestCancelled
+
+from phi_lsp.completion.context import cursor_context, should_complete
+from phi_lsp.completion.postprocess import postprocess
+from phi_lsp.runtime.engines.base import Engine, GenerationRequest
+from phi_lsp.settings import Settings
+from testkit.lsp_session import (
     capabilities,
     inline_completion,
     inline_params,
@@ -24,15 +32,7 @@ from lsp_session import (
     send_now,
     wait_for_loads,
 )
-from lsprotocol import types
-from needs import need_module
-from pygls.exceptions import JsonRpcRequestCancelled
-from tinymodel import TinyModel
-
-from phi_lsp.completion.context import cursor_context, should_complete
-from phi_lsp.completion.postprocess import postprocess
-from phi_lsp.runtime.engines.base import Engine, GenerationRequest
-from phi_lsp.settings import Settings
+from testkit.tinymodel import TinyModel
 
 SOURCE = '''import math
 

@@ -8,11 +8,11 @@ import threading
 import pytest
 import torch
 from needs import need_module
-from tinymodel import TinyModel
 
 from phi_lsp.runtime.devices import pick_attention, pick_dtype
 from phi_lsp.runtime.engines.base import GenerationRequest
 from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
+from testkit.tinymodel import TinyModel
 
 PROMPT = "def add(a, b):\n    return"
 

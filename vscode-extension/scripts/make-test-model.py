@@ -1,9 +1,9 @@
-"""Build the trained tiny phi model (tests/trained_model.py) and print its F32 GGUF path.
+"""Build the trained tiny phi model (testkit/trained_model.py) and print its F32 GGUF path.
 
 Usage: python scripts/make-test-model.py OUT_DIR   (with the repo's venv python)
 The model memorised `def add(a, b):` + docstring -> `    return a + b`, so ghost text and
 generated bodies are real, deterministic code. OUT_DIR's model is reused while the two recipe
-files (tests/tinymodel.py, tests/trained_model.py) are unchanged.
+files (testkit/tinymodel.py, testkit/trained_model.py) are unchanged.
 """
 
 import hashlib
@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPE = [REPO / "tests" / "tinymodel.py", REPO / "tests" / "trained_model.py"]
-sys.path.insert(0, str(REPO / "tests"))
+RECIPE = [REPO / "testkit" / "tinymodel.py", REPO / "testkit" / "trained_model.py"]
+sys.path.insert(0, str(REPO))
 
 out = Path(sys.argv[1]).resolve()
 stamp = out / "recipe.sha256"
 digest = hashlib.sha256(b"".join(p.read_bytes() for p in RECIPE)).hexdigest()
 gguf = out / "trained" / "trained-f32.gguf"
 if not (gguf.is_file() and stamp.is_file() and stamp.read_text() == digest):
-    from tinymodel import build_tiny_model
-    from trained_model import train_tiny_model
+    from testkit.tinymodel import build_tiny_model
+    from testkit.trained_model import train_tiny_model
 
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tinymodel import TinyModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from phi_lsp.models.convert import convert_hf_to_gguf
+from testkit.tinymodel import TinyModel
 
 LESSONS = [
     'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n    """\n'

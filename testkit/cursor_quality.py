@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from phi_lsp.completion.context import cursor_context
+from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 
 
 @dataclass(frozen=True)
