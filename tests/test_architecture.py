@@ -67,3 +67,29 @@ def test_no_module_is_longer_than_the_limit_without_a_reason() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_LINES
     }
     assert set(long) <= set(LONG_MODULES), long
+
+
+def test_the_readme_names_every_command_every_reloading_setting_and_real_modules() -> None:
+    import re
+
+    from phi_lsp.cli import main  # noqa: F401  (the parser lists the commands)
+    from phi_lsp.settings import ENGINE_KEYS, Settings
+
+    readme = (REPO / "README.md").read_text()
+    help_text = subprocess.run(
+        [sys.executable, "-m", "phi_lsp", "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    commands = re.search(r"\{([a-z,]+)\}", help_text)
+    assert commands is not None
+    for command in commands.group(1).split(","):
+        assert f"phi-lsp {command}" in readme, command
+    sentence = re.search(r"Changing (.+?) reloads the model", readme, re.S)
+    assert sentence is not None
+    named = set(re.findall(r"`(\w+)`", sentence.group(1)))
+    aliases = {f.alias or k for k, f in Settings.model_fields.items() if k in ENGINE_KEYS}
+    assert named == aliases
+    section = readme.split("## How a keystroke becomes a suggestion")[1].split("\n## ")[0]
+    for path in re.findall(r"`((?:phi_lsp/)?[a-z_/]+\.py)`", section):
+        full = REPO / (path if path.startswith("phi_lsp/") else f"phi_lsp/{path}")
+        found = full.exists() or any((REPO / "phi_lsp").rglob(Path(path).name))
+        assert found, path
