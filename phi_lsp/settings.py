@@ -153,6 +153,15 @@ class Settings(BaseModel):
         "(Landlock on Linux, sandbox-exec on macOS; see `phi-lsp doctor`); `always`: also with "
         "only the Python guard; `never`: rank by log-probability alone.",
     )
+    usage: bool = Field(
+        True,
+        description="Record, on this machine only (PHI_LSP_HOME/usage), which suggestions were "
+        "shown, accepted and kept: for `phi-lsp stats` and `phi-lsp finetune --from-usage`.",
+    )
+    usage_ignore: list[str] = Field(
+        [".env*", "*secret*", "*.pem", "*.key"],
+        description="Files (globs on the name or the path) for which nothing is recorded.",
+    )
     completion_fallback: Literal["auto", "always", "never"] = Field(
         "auto",
         description="Offer `textDocument/completion` items: `auto` only for clients without "

@@ -32,7 +32,7 @@ def add_parser(commands: Any) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_file or phi_lsp_home() / "logs" / "phi-lsp.log", args.log_level)
-    from phi_lsp.lsp.features import completion, generate, lifecycle
+    from phi_lsp.lsp.features import completion, generate, lifecycle, usage
     from phi_lsp.lsp.server import PhiLanguageServer
 
     overrides = {k: v for k, v in {"model": args.model, "backend": args.backend}.items() if v}
@@ -40,6 +40,7 @@ def run_serve(args: argparse.Namespace) -> int:
     lifecycle.register(ls)
     completion.register(ls)
     generate.register(ls)
+    usage.register(ls)
     log.info("phi-lsp %s starting (pid %d)", __version__, os.getpid())
     if args.tcp:
         host, _, port = args.tcp.rpartition(":")

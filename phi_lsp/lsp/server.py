@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,8 +24,11 @@ from phi_lsp.errors import ModelLoadError
 from phi_lsp.lsp.documents import use_lsp_line_breaks
 from phi_lsp.lsp.protocol import PhiProtocol
 from phi_lsp.lsp.stub_index import StubIndex
+from phi_lsp.models.source import phi_lsp_home
 from phi_lsp.runtime.runner import EngineRunner, Superseded
 from phi_lsp.settings import SECTION, Settings, settings_from_client
+from phi_lsp.usage.journal import Journal
+from phi_lsp.usage.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,13 @@ class PhiLanguageServer(LanguageServer):
         self.stubs = StubIndex()
         # Function bodies being written in the background, by function (features.generate).
         self.body_jobs: dict[str, Any] = {}
+        # Shown, accepted and kept suggestions (features.usage), on this machine only.
+        self.usage = Recorder(
+            Journal(phi_lsp_home() / "usage"),
+            lambda: self.settings.usage,
+            lambda: self.settings.usage_ignore,
+            self.workspace_roots,
+        )
 
     # -- settings ---------------------------------------------------------------------------
     def apply_settings(self, raw: Any) -> bool:
@@ -163,6 +174,36 @@ class PhiLanguageServer(LanguageServer):
             return None
         offset = min(doc.offset_at_position(position), len(doc.source))
         return await self.completer.suggest(uri, doc.source, offset)
+
+    def shown(
+        self, uri: str, position: types.Position, suggestion: Suggestion, latency_ms: float
+    ) -> str | None:
+        """Record a suggestion about to be shown; the id its accept command carries."""
+        doc = self.open_document(uri)
+        if doc is None:
+            return None
+        prefix = doc.source[: doc.offset_at_position(position)]
+        where = (position.line, position.character)
+        model = self.settings.model + (
+            f"+{Path(self.settings.adapter).name}" if self.settings.adapter else ""
+        )
+        return self.usage.shown(
+            uri,
+            where,
+            suggestion.text,
+            prefix,
+            suggestion.prompt,
+            suggestion.mode,
+            latency_ms,
+            model,
+        )
+
+    def accepted(self, shown_id: str, inserted: str | None) -> bool:
+        return self.usage.accepted(shown_id, inserted, self.document_text)
+
+    def workspace_roots(self) -> list[str]:
+        folders = [f.uri for f in self.workspace.folders.values()]
+        return folders or ([self.workspace.root_uri] if self.workspace.root_uri else [])
 
     def open_document(self, uri: str) -> TextDocument | None:
         """The editor's copy of `uri`, or None for a document it never opened.

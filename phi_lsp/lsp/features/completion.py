@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import time
 
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
+from phi_lsp.lsp.features.usage import accept_command
 from phi_lsp.lsp.server import PhiLanguageServer
 from phi_lsp.settings import Settings
 
@@ -18,13 +20,18 @@ def register(ls: PhiLanguageServer) -> None:
     async def inline_completion(
         ls: PhiLanguageServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        suggestion = await ls.suggestion_at(params.text_document.uri, params.position)
+        t0 = time.perf_counter()
+        uri, position = params.text_document.uri, params.position
+        suggestion = await ls.suggestion_at(uri, position)
         if suggestion is None or not suggestion.text:
             return types.InlineCompletionList(items=[])
-        here = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=suggestion.text, range=here)]
+        shown = ls.shown(uri, position, suggestion, _ms(t0))
+        item = types.InlineCompletionItem(
+            insert_text=suggestion.text,
+            range=types.Range(start=position, end=position),
+            command=accept_command(shown),
         )
+        return types.InlineCompletionList(items=[item])
 
 
 def wants_fallback(settings: Settings, capabilities: types.ClientCapabilities) -> bool:
@@ -40,13 +47,14 @@ def register_fallback(ls: PhiLanguageServer) -> None:
     async def completion(
         ls: PhiLanguageServer, params: types.CompletionParams
     ) -> types.CompletionList:
-        suggestion = await ls.suggestion_at(params.text_document.uri, params.position)
-        if suggestion is None or not suggestion.text:
+        t0 = time.perf_counter()
+        uri, position = params.text_document.uri, params.position
+        suggestion = await ls.suggestion_at(uri, position)
+        doc = ls.open_document(uri)
+        if suggestion is None or not suggestion.text or doc is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        doc = ls.open_document(params.text_document.uri)
-        if doc is None:
-            return types.CompletionList(is_incomplete=True, items=[])
-        item = completion_item(doc, params.position, suggestion.text, _markdown(ls))
+        item = completion_item(doc, position, suggestion.text, _markdown(ls))
+        item.command = accept_command(ls.shown(uri, position, suggestion, _ms(t0)))
         return types.CompletionList(is_incomplete=True, items=[item])
 
 
@@ -90,3 +98,7 @@ def completion_item(
         insert_text_format=types.InsertTextFormat.PlainText,
         sort_text="0",
     )
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000

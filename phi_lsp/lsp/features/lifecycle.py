@@ -39,12 +39,16 @@ def register(ls: PhiLanguageServer) -> None:
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def did_change(ls: PhiLanguageServer, params: types.DidChangeTextDocumentParams) -> None:
-        ls.prefill.edited(params.text_document.uri)
-        ls.completer.edited(params.text_document.uri)
+        uri = params.text_document.uri
+        ls.prefill.edited(uri)
+        ls.completer.edited(uri)
+        changes = [change_span(c) for c in params.content_changes]
+        ls.usage.edited(uri, changes, ls.document_text(uri) or "")
 
     @ls.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: PhiLanguageServer, params: types.DidCloseTextDocumentParams) -> None:
         ls.completer.closed(params.text_document.uri)
+        ls.usage.ended(params.text_document.uri, "closed")
         ls.stubs.forget(params.text_document.uri)
 
     @ls.command(RELOAD_COMMAND)
@@ -67,4 +71,15 @@ def register(ls: PhiLanguageServer) -> None:
 
     @ls.feature(types.SHUTDOWN)
     def shutdown(ls: PhiLanguageServer, params: None) -> None:
+        ls.usage.close()
         ls.runner.shutdown()
+
+
+def change_span(
+    change: types.TextDocumentContentChangeEvent,
+) -> tuple[tuple[int, int], tuple[int, int], str] | None:
+    """A change as (start, end, text) for the usage recorder; None when it replaces everything."""
+    if not isinstance(change, types.TextDocumentContentChangePartial):
+        return None
+    start, end = change.range.start, change.range.end
+    return (start.line, start.character), (end.line, end.character), change.text
