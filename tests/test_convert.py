@@ -17,7 +17,7 @@ import torch
 from needs import need_module
 from tinymodel import ENDOFTEXT, WHITESPACE_TOKENS, TinyModel, build_tiny_model, llama_greedy
 
-from phi_lsp import convert
+from phi_lsp.models.convert import common as convert
 from phi_lsp.models.convert import convert_hf_to_gguf
 
 # ~50 tokens of ordinary Python for the logits and greedy comparisons.
