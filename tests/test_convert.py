@@ -16,7 +16,7 @@ import pytest
 import torch
 from needs import need_module
 
-from phi_lsp import convert
+from phi_lsp.models.convert import common as convert
 from phi_lsp.models.convert import convert_hf_to_gguf
 from testkit.tinymodel import (
     ENDOFTEXT,

@@ -150,13 +150,15 @@ def test_huggingface_hub_private_apis() -> None:
 
     pkg = "huggingface_hub"
     http_get: Any = getattr(file_download, "http_get", None)
-    assert callable(http_get), changed(pkg, "file_download.http_get", "phi_lsp/models/hub.py")
+    assert callable(http_get), changed(
+        pkg, "file_download.http_get", "phi_lsp/models/hub/download.py"
+    )
     params = inspect.signature(http_get).parameters
     want = ("resume_size", "headers", "expected_size", "displayed_filename", "tqdm_class")
     for name in ("url", "temp_file", *want):
         assert name in params, changed(
-            pkg, f"file_download.http_get({name}=)", "phi_lsp/models/hub.py"
+            pkg, f"file_download.http_get({name}=)", "phi_lsp/models/hub/download.py"
         )
     assert list(params)[:2] == ["url", "temp_file"], changed(
-        pkg, "file_download.http_get(url, temp_file, ...)", "phi_lsp/models/hub.py"
+        pkg, "file_download.http_get(url, temp_file, ...)", "phi_lsp/models/hub/download.py"
     )

