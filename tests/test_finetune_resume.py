@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from test_finetune_data import make_fixture_repo
 from tinymodel import TinyModel
 
-from phi_lsp.finetune import cli
+from phi_lsp.cli import finetune as cli
 from phi_lsp.finetune.train import Interrupted, config_from_dict, train
 
 MAX_STEPS = 40

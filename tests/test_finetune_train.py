@@ -14,7 +14,7 @@ from needs import need_module
 from test_finetune_data import make_fixture_repo, tree_hashes
 from tinymodel import TinyModel
 
-from phi_lsp.finetune import cli
+from phi_lsp.cli import finetune as cli
 from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
 from phi_lsp.finetune.sources import SourceConfig
 from phi_lsp.finetune.train import TrainConfig, stream_index, train
