@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phi_lsp.finetune.config import TrainConfig
+from phi_lsp.finetune.config import TrainConfig, config_from_dict
 from phi_lsp.finetune.dataset import DataConfig
 from phi_lsp.finetune.filters import FilterConfig
 from phi_lsp.finetune.sources import SourceConfig
@@ -168,8 +168,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     def fail(message: str) -> int:
         print(f"phi-lsp finetune: {message}", file=sys.stderr)
         return 2
-
-    from phi_lsp.finetune.train import config_from_dict
 
     given = {
         f.name: getattr(args, f.name) for f in _scalar_fields(TrainConfig) if hasattr(args, f.name)

@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -589,11 +589,6 @@ def _read_json(path: Path) -> Any:
     import json
 
     return json.loads(path.read_text())
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in data.items() if k in names})
 
 
 __all__ = ["Dataset", "Interrupted", "TrainConfig", "TrainResult", "train"]
