@@ -19,8 +19,9 @@ from test_finetune_data import make_fixture_repo
 from tinymodel import TinyModel
 
 from phi_lsp.cli import finetune as cli
+from phi_lsp.finetune.checkpoint import Interrupted
 from phi_lsp.finetune.config import config_from_dict
-from phi_lsp.finetune.train import Interrupted, train
+from phi_lsp.finetune.train import train
 
 MAX_STEPS = 40
 

@@ -239,10 +239,11 @@ def _train_and_report(
     run_dir: Path, cfg: Any, resume: bool, report_cfg: dict[str, Any], args: argparse.Namespace
 ) -> int:
     from phi_lsp.bodygen.ranking import run_doctests_sandboxed
+    from phi_lsp.finetune.checkpoint import Interrupted
     from phi_lsp.finetune.dataset import load_dataset
     from phi_lsp.finetune.export import export_merged_gguf, write_lora_gguf
     from phi_lsp.finetune.report import doctest_scores, runnable_exercises, write_report
-    from phi_lsp.finetune.train import Interrupted, train
+    from phi_lsp.finetune.train import train
     from phi_lsp.runtime.devices import eos_token_id
 
     try:
