@@ -10,7 +10,7 @@ kernel allows, a hostile one. "Loses no data" is the promise. Layers, from the o
   the wall-clock timeout expires. Only `PATH`, `LANG`, `HOME` and `TMPDIR` are set; the last
   two point into the run directory: a fresh temporary directory, deleted afterwards. stdin is
   closed; stdout + stderr go to an unlinked file of which only a bounded head is read back.
-- **Landlock** (Linux >= 5.13, the child side in `prelude.py`): the program may read only the
+- **Landlock** (Linux >= 5.13, the child side in `child/`): the program may read only the
   system's library directories and Python's own (stdlib, site-packages), and write only in the
   run directory. The home directory, /etc/passwd, /tmp and every other file are out of reach,
   symbolic and hard links included. ABI 4+ also refuses TCP, ABI 6+ signals out of the sandbox.
@@ -93,6 +93,11 @@ SEATBELT_PROFILE = """(version 1)
 (deny file-write*)
 (allow file-write* (subpath (param "WORKDIR")) (literal "/dev/null"))
 """
+# What the child is sent (see `child/bootstrap.py`): its packages, empty, and its modules, each
+# after those it imports.
+CHILD_PACKAGE = "phi_lsp.sandbox.child"
+CHILD_PACKAGES = ("phi_lsp", "phi_lsp.sandbox", CHILD_PACKAGE)
+CHILD_MODULES = ("landlock", "seccomp", "guard", "prelude")
 # What the features probe runs: the imports (compiled modules included) and the temporary
 # file of a typical doctest, so that a confinement that breaks Python shows as broken.
 PROBE_PROGRAM = (
@@ -134,9 +139,17 @@ def run_sandboxed(
 
 
 @functools.cache
-def prelude_source() -> str:
-    """The child side (`prelude.py`), run with `-c` so the child imports nothing of phi_lsp."""
-    return importlib.resources.files(__name__).joinpath("prelude.py").read_text(encoding="utf-8")
+def child_code() -> tuple[str, str]:
+    """The child's `-c` program and the JSON of its modules' sources, read once here: the child
+    reads no file of phi_lsp (see `child/__init__.py`)."""
+    files = importlib.resources.files(CHILD_PACKAGE)
+
+    def read(module: str) -> str:
+        return files.joinpath(f"{module}.py").read_text(encoding="utf-8")
+
+    sources = dict.fromkeys(CHILD_PACKAGES, "")
+    sources.update({f"{CHILD_PACKAGE}.{module}": read(module) for module in CHILD_MODULES})
+    return read("bootstrap"), json.dumps(sources)
 
 
 def _execute(
@@ -146,8 +159,9 @@ def _execute(
     nonce = secrets.token_hex(16)
     workdir = os.path.realpath(tempfile.mkdtemp(prefix="phi-lsp-sandbox-"))
     config = {**limits, "nofile": OPEN_FILES, "program": PROGRAM_NAME, "probe": probe}
-    command = [sys.executable, "-I", "-S", "-B", "-u", "-X", "utf8", "-c", prelude_source()]
-    command.append(json.dumps(config))
+    bootstrap, sources = child_code()
+    command = [sys.executable, "-I", "-S", "-B", "-u", "-X", "utf8", "-c", bootstrap]
+    command += [json.dumps(config), sources]
     seatbelt = sys.platform == "darwin" and os.path.exists(SANDBOX_EXEC)
     if seatbelt:
         command = [SANDBOX_EXEC, "-D", f"WORKDIR={workdir}", "-p", SEATBELT_PROFILE, *command]
