@@ -3,7 +3,7 @@
 Read-only where Python and the C library live, read-write in the run directory, nothing
 elsewhere; ABI 4+ also refuses TCP, ABI 6+ signals out of the sandbox. No maintained Python
 binding exists and the child has no site-packages, so the three syscalls go through ctypes.
-Standard library only: `phi_lsp.sandbox` sends this source to the child (see
+Standard library only: `phi_lsp.sandbox.runner` sends this source to the child (see
 `bootstrap.py`), which imports nothing from disk of phi_lsp.
 """
 
