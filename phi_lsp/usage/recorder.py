@@ -12,7 +12,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-import statistics
 import time
 import uuid
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from urllib.parse import unquote, urlparse
 from phi_lsp.lines import lsp_lines
 from phi_lsp.usage.journal import Journal
 from phi_lsp.usage.retention import Pos, Span, advance, kept_chars
+from phi_lsp.usage.stats import Figures
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +55,17 @@ class Accepted:
     t: float = field(default_factory=time.monotonic)
 
 
-@dataclass
-class Session:
+class Session(Figures):
     """This session's figures, for the status bar and :PhiStatus."""
 
-    shown: int = 0
-    accepted: int = 0
-    accepted_chars: int = 0
-    kept_chars: int = 0
-    latencies: list[float] = field(default_factory=list)
-
     def summary(self) -> dict[str, Any]:
-        cuts = statistics.quantiles(self.latencies, n=20) if len(self.latencies) > 1 else None
         return {
             "shown": self.shown,
             "accepted": self.accepted,
-            "acceptanceRate": self.accepted / self.shown if self.shown else None,
-            "retainedShare": self.kept_chars / self.accepted_chars if self.accepted_chars else None,
-            "p50Ms": statistics.median(self.latencies) if self.latencies else None,
-            "p95Ms": cuts[18] if cuts else (self.latencies[0] if self.latencies else None),
+            "acceptanceRate": self.acceptance,
+            "retainedShare": self.retained,
+            "p50Ms": self.latency(0.5),
+            "p95Ms": self.latency(0.95),
         }
 
 

@@ -8,6 +8,7 @@ import time
 from lsprotocol import types
 from pygls.workspace import TextDocument
 
+from phi_lsp.completion.pipeline import Suggestion
 from phi_lsp.lsp.features.usage import accept_command
 from phi_lsp.lsp.server import PhiLanguageServer
 from phi_lsp.settings import Settings
@@ -20,16 +21,14 @@ def register(ls: PhiLanguageServer) -> None:
     async def inline_completion(
         ls: PhiLanguageServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        t0 = time.perf_counter()
-        uri, position = params.text_document.uri, params.position
-        suggestion = await ls.suggestion_at(uri, position)
-        if suggestion is None or not suggestion.text:
+        position = params.position
+        found = await shown_suggestion(ls, params.text_document.uri, position)
+        if found is None:
             return types.InlineCompletionList(items=[])
-        shown = ls.shown(uri, position, suggestion, _ms(t0))
         item = types.InlineCompletionItem(
-            insert_text=suggestion.text,
+            insert_text=found[0].text,
             range=types.Range(start=position, end=position),
-            command=accept_command(shown),
+            command=accept_command(found[1]),
         )
         return types.InlineCompletionList(items=[item])
 
@@ -47,14 +46,13 @@ def register_fallback(ls: PhiLanguageServer) -> None:
     async def completion(
         ls: PhiLanguageServer, params: types.CompletionParams
     ) -> types.CompletionList:
-        t0 = time.perf_counter()
         uri, position = params.text_document.uri, params.position
-        suggestion = await ls.suggestion_at(uri, position)
+        found = await shown_suggestion(ls, uri, position)
         doc = ls.open_document(uri)
-        if suggestion is None or not suggestion.text or doc is None:
+        if found is None or doc is None:
             return types.CompletionList(is_incomplete=True, items=[])
-        item = completion_item(doc, position, suggestion.text, _markdown(ls))
-        item.command = accept_command(ls.shown(uri, position, suggestion, _ms(t0)))
+        item = completion_item(doc, position, found[0].text, _markdown(ls))
+        item.command = accept_command(found[1])
         return types.CompletionList(is_incomplete=True, items=[item])
 
 
@@ -100,5 +98,12 @@ def completion_item(
     )
 
 
-def _ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1000
+async def shown_suggestion(
+    ls: PhiLanguageServer, uri: str, position: types.Position
+) -> tuple[Suggestion, str | None] | None:
+    """The suggestion to show at `position` and its usage id (None: record nothing), or None."""
+    t0 = time.perf_counter()
+    suggestion = await ls.suggestion_at(uri, position)
+    if suggestion is None or not suggestion.text:
+        return None
+    return suggestion, ls.shown(uri, position, suggestion, (time.perf_counter() - t0) * 1000)
