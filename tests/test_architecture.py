@@ -88,6 +88,8 @@ def test_the_readme_names_every_command_every_reloading_setting_and_real_modules
     named = set(re.findall(r"`(\w+)`", sentence.group(1)))
     aliases = {f.alias or k for k, f in Settings.model_fields.items() if k in ENGINE_KEYS}
     assert named == aliases
+    for key, f in Settings.model_fields.items():
+        assert f"| `{f.alias or key}` |" in readme, f"the settings table lacks {f.alias or key}"
     section = readme.split("## How a keystroke becomes a suggestion")[1].split("\n## ")[0]
     for path in re.findall(r"`((?:phi_lsp/)?[a-z_/]+\.py)`", section):
         full = REPO / (path if path.startswith("phi_lsp/") else f"phi_lsp/{path}")

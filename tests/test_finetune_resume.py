@@ -17,8 +17,10 @@ import torch
 from safetensors.torch import load_file
 from test_finetune_data import make_fixture_repo
 
-from phi_lsp.finetune import cli
-from phi_lsp.finetune.train import Interrupted, config_from_dict, train
+from phi_lsp.cli import finetune as cli
+from phi_lsp.finetune.checkpoint import Interrupted
+from phi_lsp.finetune.config import config_from_dict
+from phi_lsp.finetune.train import train
 from testkit.tinymodel import TinyModel
 
 MAX_STEPS = 40

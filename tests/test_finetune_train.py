@@ -13,10 +13,12 @@ import torch
 from needs import need_module
 from test_finetune_data import make_fixture_repo, tree_hashes
 
-from phi_lsp.finetune import cli
+from phi_lsp.cli import finetune as cli
+from phi_lsp.finetune.batches import stream_index
+from phi_lsp.finetune.config import TrainConfig
 from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
 from phi_lsp.finetune.sources import SourceConfig
-from phi_lsp.finetune.train import TrainConfig, stream_index, train
+from phi_lsp.finetune.train import train
 from phi_lsp.runtime.engines.base import GenerationRequest
 from testkit.tinymodel import TinyModel
 

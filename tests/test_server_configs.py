@@ -69,7 +69,7 @@ def test_kubernetes_manifest() -> None:
 
 def test_engine_launcher_flags_are_ones_llama_cpp_server_accepts() -> None:
     need_module("llama_cpp.server")
-    from phi_lsp import engine_launcher
+    from phi_lsp.models import launcher as engine_launcher
 
     help_text = subprocess.run(
         [sys.executable, "-m", "llama_cpp.server", "--help"],

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from phi_lsp.finetune.config import TrainConfig
+from phi_lsp.finetune.config import TrainConfig, config_from_dict
 from phi_lsp.finetune.dataset import DataConfig
 from phi_lsp.finetune.filters import FilterConfig
 from phi_lsp.finetune.sources import SourceConfig
@@ -169,8 +169,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         print(f"phi-lsp finetune: {message}", file=sys.stderr)
         return 2
 
-    from phi_lsp.finetune.train import config_from_dict
-
     given = {
         f.name: getattr(args, f.name) for f in _scalar_fields(TrainConfig) if hasattr(args, f.name)
     }
@@ -241,10 +239,11 @@ def _train_and_report(
     run_dir: Path, cfg: Any, resume: bool, report_cfg: dict[str, Any], args: argparse.Namespace
 ) -> int:
     from phi_lsp.bodygen.ranking import run_doctests_sandboxed
+    from phi_lsp.finetune.checkpoint import Interrupted
     from phi_lsp.finetune.dataset import load_dataset
     from phi_lsp.finetune.export import export_merged_gguf, write_lora_gguf
     from phi_lsp.finetune.report import doctest_scores, runnable_exercises, write_report
-    from phi_lsp.finetune.train import Interrupted, train
+    from phi_lsp.finetune.train import train
     from phi_lsp.runtime.devices import eos_token_id
 
     try:

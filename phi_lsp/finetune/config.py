@@ -6,7 +6,7 @@ command builds the whole parser, `serve` included).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 PHI_TARGETS = "q_proj,k_proj,v_proj,dense,fc1,fc2"
@@ -71,3 +71,9 @@ class TrainConfig:
         default=3.0, metadata=_help("loss filter: ... and above median + N robust sigmas")
     )
     progress: bool = field(default=True, metadata=_help("progress bar on stderr"))
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A saved run's `train` settings; keys this version no longer knows are dropped."""
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in names})

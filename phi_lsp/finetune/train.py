@@ -3,64 +3,56 @@
 setup → data → model → base-model loss filter → optimizer → resume → loop (eval, step,
 checkpoint) → final eval → adapter.
 
-The rules it keeps:
+The rules it keeps, and the modules that keep them:
 
-- Loss only on the body: prompt tokens (imports, class header, signature, docstring) and padding
-  have label -100; the target is the body and `<|endoftext|>`. A step's loss is the mean over
-  every target token of its micro-batches (token-weighted, whatever `grad_accum` is).
-- Precision: fp32 on CPU; on CUDA, bf16 (fp16 where bf16 is missing) with autocast, and
-  flash-attention 2 when flash-attn is installed (SDPA otherwise). `quantization=nf4` loads
-  the base model in 4-bit NF4 through bitsandbytes (QLoRA); the LoRA weights stay fp32.
-- Exact resume: the batch at step s is a pure function of (seed, s) — example positions
-  s·B·A … run through seeded per-epoch permutations — so the data position is the step count.
-  A checkpoint holds the LoRA weights, the optimizer and scheduler states, the torch / CUDA /
-  Python RNG states, the step, the examples seen and the history, written to a temporary file
-  and renamed (a SIGKILL never leaves half a checkpoint). SIGTERM / SIGINT finish the current
-  step, write a checkpoint and raise `Interrupted`. `resume=True` continues bit for bit.
+- Loss only on the body (`batches`, `losses`): prompt tokens (imports, class header, signature,
+  docstring) and padding have label -100; the target is the body and `<|endoftext|>`. A step's
+  loss is the mean over every target token of its micro-batches (token-weighted, whatever
+  `grad_accum` is).
+- Precision (`model`, after `phi_lsp.runtime.devices`): fp32 on CPU; on CUDA, bf16 (fp16 where
+  bf16 is missing) with autocast, and flash-attention 2 when flash-attn is installed (SDPA
+  otherwise). `quantization=nf4` loads the base model in 4-bit NF4 through bitsandbytes
+  (QLoRA); the LoRA weights stay fp32.
+- Exact resume (`batches`, `checkpoint`): the batch at step s is a pure function of (seed, s) —
+  example positions s·B·A … run through seeded per-epoch permutations — so the data position is
+  the step count. A checkpoint holds the LoRA weights, the optimizer and scheduler states, the
+  torch / CUDA / Python RNG states, the step, the examples seen and the history, written to a
+  temporary file and renamed (a SIGKILL never leaves half a checkpoint). SIGTERM / SIGINT finish
+  the current step, write a checkpoint and raise `Interrupted`. `resume=True` continues bit for
+  bit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
-import os
-import random
-import signal
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from phi_lsp.finetune.config import PHI3_TARGETS, PHI_TARGETS, TrainConfig
-from phi_lsp.finetune.dataset import Dataset, load_dataset
-from phi_lsp.finetune.exercise import Exercise
-from phi_lsp.fs import atomic_write_bytes
-from phi_lsp.runtime.devices import (
-    eos_token_id,
-    nf4_config,
-    pick_attention,
-    pick_device,
-    pick_dtype,
+from phi_lsp.finetune.batches import collate, encode, step_batches, target_count
+from phi_lsp.finetune.checkpoint import (
+    CHECKPOINT,
+    Interrupted,
+    restore_checkpoint,
+    save_adapter,
+    save_checkpoint,
+    seed_everything,
+    stop_on_signals,
+    write_json,
 )
-
-CHECKPOINT = "checkpoint.pt"
-IGNORE = -100
-
-
-class Interrupted(Exception):
-    """SIGTERM / SIGINT: a checkpoint at `step` was written; `--resume` continues."""
-
-    def __init__(self, step: int) -> None:
-        super().__init__(f"stopped at step {step}; a checkpoint was written")
-        self.step = step
+from phi_lsp.finetune.config import TrainConfig
+from phi_lsp.finetune.dataset import load_dataset
+from phi_lsp.finetune.losses import evaluate, loss_filter, token_loss_sum
+from phi_lsp.finetune.model import add_lora, load_base_model, resolve_hf_dir
+from phi_lsp.runtime.devices import eos_token_id, pick_device, pick_dtype
 
 
 @dataclass
@@ -78,19 +70,14 @@ class TrainResult:
     device: str = "cpu"
 
 
-@dataclass
-class Row:
-    ids: list[int]
-    labels: list[int]
-
-
 def train(
     run_dir: Path,
     cfg: TrainConfig,
     resume: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    from peft import LoraConfig, get_peft_model
+    """LoRA on `run_dir/dataset` per `cfg`; `resume` continues from `run_dir`'s checkpoint.
+    `on_step(step)` runs after each optimizer step (before its checkpoint)."""
     from tqdm import tqdm
 
     # ---------------------------------------------------------------------------------------
@@ -118,18 +105,7 @@ def train(
     # Model: the base model (fp32 / bf16 / NF4), then the LoRA adapter on phi-1's linears.
     base_hf_dir = resolve_hf_dir(cfg.model)
     tokenizer, model = load_base_model(base_hf_dir, device, dtype, cfg)
-    targets = cfg.target_modules
-    if targets == "auto":
-        targets = PHI3_TARGETS if model.config.model_type == "phi3" else PHI_TARGETS
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=targets if targets == "all-linear" else targets.split(","),
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = add_lora(model, cfg)
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
     eos = eos_token_id(model.config.to_dict(), tokenizer)
@@ -159,8 +135,8 @@ def train(
             device,
             autocast,
         )
-        atomic_write_bytes(filter_path, _json(filter_report))
-    filter_report = _read_json(filter_path)
+        write_json(filter_path, filter_report)
+    filter_report = json.loads(filter_path.read_text())
     kept = set(filter_report["kept"])
     train_rows = [r for r, ex in zip(train_rows, dataset.train, strict=True) if ex.id in kept]
     val_rows = [r for r, ex in zip(val_rows, dataset.val, strict=False) if ex.id in kept]
@@ -179,14 +155,7 @@ def train(
     step = 0
     history: dict[str, Any] = {"train": [], "eval": [], "trainable_params": n_trainable}
     if resuming:
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        load_trainable(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step, history = state["step"], state["history"]
-        if state["examples_seen"] != step * cfg.batch_size * cfg.grad_accum:
-            raise ValueError("the checkpoint's data position does not match its step")
-        set_rng_state(state["rng"])
+        step, history = restore_checkpoint(ckpt_path, model, optimizer, scheduler, cfg, device)
 
     # ---------------------------------------------------------------------------------------
     # The loop. Evaluate at the top (step 0 is the base model), take one optimizer step of
@@ -201,7 +170,7 @@ def train(
         desc="finetune",
     )
     model.train()
-    with _stop_on_signals() as stop:
+    with stop_on_signals() as stop:
         while True:
             due = step % cfg.eval_every == 0 or step == cfg.max_steps
             if due and (not history["eval"] or history["eval"][-1][0] != step):
@@ -213,12 +182,8 @@ def train(
                 break
 
             t0 = time.perf_counter()
-            positions = range(step * micro * cfg.grad_accum, (step + 1) * micro * cfg.grad_accum)
-            order = [stream_index(len(train_rows), cfg.seed, p) for p in positions]
-            batches = [order[i : i + micro] for i in range(0, len(order), micro)]
-            targets_in_step = sum(
-                sum(label != IGNORE for label in train_rows[i].labels[1:]) for i in order
-            )
+            batches = step_batches(len(train_rows), cfg.seed, step, micro, cfg.grad_accum)
+            targets_in_step = target_count([train_rows[i] for chunk in batches for i in chunk])
             loss_total, tokens = 0.0, 0
             for chunk in batches:
                 ids, mask, labels = collate([train_rows[i] for i in chunk], eos, device)
@@ -257,7 +222,7 @@ def train(
     save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, history)
     adapter_dir = run_dir / "adapter"
     save_adapter(model, adapter_dir)
-    atomic_write_bytes(run_dir / "metrics.json", _json(history))
+    write_json(run_dir / "metrics.json", history)
     evals = [v for _, v in history["eval"] if v is not None]
     speeds = [s for _, _, s, _ in history["train"]]
     return TrainResult(
@@ -275,325 +240,13 @@ def train(
     )
 
 
-# --- setup ---------------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)  # CPU and every CUDA device
-
-
-def resolve_hf_dir(spec: str) -> Path:
-    from phi_lsp.models.source import resolve_model
-
-    source = resolve_model(spec)
-    if source.hf_dir is None:
-        raise ValueError(
-            f"{spec}: fine-tuning needs the Hugging Face folder (config.json + safetensors), "
-            "not only a GGUF file"
-        )
-    return source.hf_dir
-
-
-def load_base_model(hf_dir: Path, device: str, dtype: torch.dtype, cfg: TrainConfig) -> Any:
-    """(tokenizer, model) with the base weights frozen."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs: dict[str, Any] = {
-        "dtype": dtype,
-        "attn_implementation": pick_attention(device, dtype, cfg.attention),
-        "use_safetensors": True,
-        "trust_remote_code": False,
-    }
-    if cfg.quantization == "nf4":
-        kwargs["quantization_config"] = nf4_config(dtype)
-        kwargs["device_map"] = {"": device}
-    elif cfg.quantization != "none":
-        raise ValueError(f"quantization must be none or nf4, not {cfg.quantization!r}")
-    tokenizer = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=False)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, **kwargs)
-    if cfg.quantization == "nf4":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.gradient_checkpointing
-        )
-        # bitsandbytes 0.50 on CPU: an eval-mode forward repacks the 4-bit weights into an
-        # inference-only AVX512-BF16 layout that training cannot use afterwards (in-place bias
-        # add on a leaf). Evaluation runs between training steps here, so keep the plain layout.
-        for module in model.modules():
-            if hasattr(module, "support_avx512bf16_for_cpu"):
-                module.support_avx512bf16_for_cpu = False
-    else:
-        model.to(device)  # type: ignore[arg-type]
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
-    model.config.use_cache = False
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return tokenizer, model
-
-
-# --- data ----------------------------------------------------------------------------------------
-
-
-def encode(tokenizer: Any, ex: Exercise, max_len: int, eos: int | None) -> Row:
-    """Prompt and body tokenized separately (the prompt ends with a newline, as at inference),
-    labels only on the body (+ eos). Too long: the body keeps up to half of max_len (more when
-    the prompt is short), the prompt keeps its end."""
-    prompt = list(tokenizer.encode(ex.prompt, add_special_tokens=False))
-    body = list(tokenizer.encode(ex.completion, add_special_tokens=False))
-    if eos is not None:
-        body.append(eos)
-    if len(prompt) + len(body) > max_len:
-        body = body[: max(max_len - len(prompt), max_len // 2)]
-        prompt = prompt[len(prompt) - (max_len - len(body)) :] if max_len > len(body) else []
-    return Row(prompt + body, [IGNORE] * len(prompt) + body)
-
-
-@lru_cache(maxsize=8)
-def _permutation(n: int, seed: int, epoch: int) -> tuple[int, ...]:
-    order = list(range(n))
-    random.Random(seed * 1_000_003 + epoch).shuffle(order)
-    return tuple(order)
-
-
-def stream_index(n: int, seed: int, position: int) -> int:
-    """The example at `position` of the endless training stream (a seeded shuffle per epoch)."""
-    epoch, i = divmod(position, n)
-    return _permutation(n, seed, epoch)[i]
-
-
-def collate(
-    rows: Sequence[Row], pad: int, device: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded input ids, attention mask and labels."""
-    width = max(len(r.ids) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r.ids)] = torch.tensor(r.ids)
-        mask[i, : len(r.ids)] = 1
-        labels[i, : len(r.labels)] = torch.tensor(r.labels)
-    return ids.to(device), mask.to(device), labels.to(device)
-
-
-def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed next-token cross-entropy (fp32) over labelled positions."""
-    return F.cross_entropy(
-        logits[:, :-1].flatten(0, 1).float(),
-        labels[:, 1:].flatten(),
-        ignore_index=IGNORE,
-        reduction="sum",
-    )
+# --- schedule ------------------------------------------------------------------------------------
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """The learning rate at `step` over the peak: linear warmup, then cosine to min_lr_ratio."""
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return (step + 1) / cfg.warmup_steps
     span = max(1, cfg.max_steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-# --- evaluation ----------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def example_losses(
-    model: Any, rows: Sequence[Row], batch: int, pad: int, device: str, autocast: Any
-) -> list[tuple[float, int]]:
-    """(summed body loss, body tokens) per row, in eval mode (no dropout, no RNG used)."""
-    was_training = model.training
-    model.eval()
-    out: list[tuple[float, int]] = []
-    for i in range(0, len(rows), batch):
-        chunk = rows[i : i + batch]
-        ids, mask, labels = collate(chunk, pad, device)
-        with autocast:
-            logits = model(input_ids=ids, attention_mask=mask).logits
-        losses = F.cross_entropy(
-            logits[:, :-1].float().transpose(1, 2),
-            labels[:, 1:],
-            ignore_index=IGNORE,
-            reduction="none",
-        )
-        counts = (labels[:, 1:] != IGNORE).sum(dim=1)
-        for total, n in zip(losses.sum(dim=1).tolist(), counts.tolist(), strict=True):
-            out.append((float(total), int(n)))
-    model.train(was_training)
-    return out
-
-
-def evaluate(
-    model: Any, rows: Sequence[Row], batch: int, pad: int, device: str, autocast: Any
-) -> float | None:
-    """Token-weighted mean body loss over `rows` (None when there are none)."""
-    if not rows:
-        return None
-    losses = example_losses(model, rows, batch, pad, device, autocast)
-    tokens = sum(n for _, n in losses)
-    return sum(t for t, _ in losses) / max(1, tokens)
-
-
-def loss_filter(
-    model: Any,
-    exercises: Sequence[Exercise],
-    rows: Sequence[Row],
-    cfg: TrainConfig,
-    pad: int,
-    device: str,
-    autocast: Any,
-) -> tuple[list[str], dict[str, Any]]:
-    """Keep an exercise unless its mean body loss under the base model is above both
-    `max_loss` and median + `loss_outlier_mads` robust sigmas (1.4826 MAD) of all of them."""
-    ids = [ex.id for ex in exercises]
-    if not cfg.loss_filter or not rows:
-        return ids, {
-            "enabled": False,
-            "threshold": math.inf,
-            "dropped": 0,
-            "kept": ids,
-            "dropped_ids": [],
-        }
-    means = [
-        t / max(1, n) for t, n in example_losses(model, rows, cfg.batch_size, pad, device, autocast)
-    ]
-    median = statistics.median(means)
-    mad = statistics.median(abs(m - median) for m in means) * 1.4826
-    threshold = max(cfg.max_loss, median + cfg.loss_outlier_mads * mad)
-    kept = [i for i, m in zip(ids, means, strict=True) if m <= threshold]
-    dropped = [(i, round(m, 4)) for i, m in zip(ids, means, strict=True) if m > threshold]
-    return kept, {
-        "enabled": True,
-        "threshold": threshold,
-        "median": median,
-        "robust_sigma": mad,
-        "dropped": len(dropped),
-        "dropped_ids": dropped,
-        "kept": kept,
-    }
-
-
-# --- checkpoints ---------------------------------------------------------------------------------
-
-
-def trainable_state(model: Any) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def load_trainable(model: Any, state: dict[str, torch.Tensor]) -> None:
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(params) != set(state):
-        raise ValueError("the checkpoint's LoRA weights do not match this model and LoRA config")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(state[name])
-
-
-def rng_state() -> dict[str, Any]:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def save_checkpoint(
-    path: Path,
-    model: Any,
-    optimizer: Any,
-    scheduler: Any,
-    step: int,
-    cfg: TrainConfig,
-    history: dict[str, Any],
-) -> None:
-    """Everything `--resume` needs, written to a temporary file, flushed, then renamed."""
-    state = {
-        "step": step,
-        "examples_seen": step * cfg.batch_size * cfg.grad_accum,
-        "adapter": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
-        "history": history,
-        "config": asdict(cfg),
-    }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    atomic_write_bytes(path.parent / "metrics.json", _json(history))
-
-
-def save_adapter(model: Any, folder: Path) -> None:
-    """peft's adapter folder (adapter_config.json + adapter_model.safetensors), swapped in
-    whole: written next to `folder`, then renamed over it."""
-    import shutil
-
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        model.save_pretrained(tmp)
-        old = folder.with_name(f".{folder.name}.old")
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        tmp.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[Any]:
-    """An event set by SIGTERM / SIGINT (main thread only; elsewhere it never fires)."""
-    import threading
-
-    stop = threading.Event()
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _json(data: Any) -> bytes:
-    import json
-
-    return json.dumps(data, indent=1, default=str).encode()
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    return json.loads(path.read_text())
-
-
-def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    names = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in data.items() if k in names})
-
-
-__all__ = ["Dataset", "Interrupted", "TrainConfig", "TrainResult", "train"]
