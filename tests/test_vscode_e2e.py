@@ -105,3 +105,6 @@ def test_extension_end_to_end_in_code_server() -> None:
     passed = [s["what"] for s in result["steps"]]
     assert "ghost text is the trained model's body" in passed
     assert "the code action replaced exactly the body (file on disk)" in passed
+    assert "the journal has the suggestion accepted (VS Code ran its command)" in passed
+    assert "after deleting half and saving, the journal says about half was kept" in passed
+    assert "the status bar tooltip shows this session's usage figures" in passed

@@ -1,12 +1,19 @@
 // Drives code-server (real VS Code 1.100 workbench + extension host) in headless Chromium.
 // Started by scripts/e2e.sh, which prepares the workspace, the model and code-server.
-// Env: URL (code-server with ?folder=), WS (workspace path), OUT (artifacts), SERVER_LOG, CHROMIUM.
+// Env: URL (code-server with ?folder=), WS (workspace path), OUT (artifacts), SERVER_LOG, CHROMIUM,
+// PHI_LSP_HOME (the server's, with the usage journal in usage/usage.jsonl).
 'use strict';
 const fs = require('fs');
 const path = require('path');
 const { chromium } = require('playwright-core');
 
-const { URL, WS, OUT, SERVER_LOG } = process.env;
+const { URL, WS, OUT, SERVER_LOG, PHI_LSP_HOME } = process.env;
+const JOURNAL = path.join(PHI_LSP_HOME, 'usage', 'usage.jsonl');
+/** The usage journal's complete events (phi_lsp.usage.journal: one JSON object a line). */
+const journal = () => {
+  const raw = fs.existsSync(JOURNAL) ? fs.readFileSync(JOURNAL, 'utf8') : '';
+  return raw.split('\n').slice(0, -1).flatMap((l) => { try { return [JSON.parse(l)]; } catch { return []; } });
+};
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STUB = 'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n    """\n';
 const BODY = 'return a + b'; // what the trained tiny model memorised for this stub
@@ -158,6 +165,44 @@ async function poll(fn, timeoutMs, what, intervalMs = 250) {
     await page.keyboard.press('Tab');
     await poll(async () => (await editorText()).includes(BODY), 10000, 'the accepted text in the editor');
     check((await page.$$('.ghost-text-decoration')).length === 0, 'no ghost text left after Tab');
+    // 3b. VS Code runs the item's command (phiLsp.accepted, its id): the journal has it accepted.
+    const shownIds = journal().filter((e) => e.event === 'shown' && e.file === 'calc.py' && e.text === BODY).map((e) => e.id);
+    check(shownIds.length > 0, 'the journal has the ghost text shown', shownIds);
+    const accepted = await poll(() => journal().find((e) => e.event === 'accepted' && shownIds.includes(e.id)), 10000,
+      'an accepted event in the journal').catch(() => null);
+    check(accepted && accepted.chars === BODY.length && !accepted.partial,
+      'the journal has the suggestion accepted (VS Code ran its command)', accepted);
+    // 3c. Delete half of it (" a + b" of "return a + b") and save: the journal keeps about half.
+    for (let i = 0; i < 6; i++) await page.keyboard.press('Backspace');
+    await poll(async () => (await editorText()).includes('    return\n') || (await editorText()).endsWith('    return'),
+      10000, 'half of the accepted text deleted').catch(() => null);
+    await page.keyboard.press('Control+S');
+    await poll(() => fs.readFileSync(path.join(WS, 'calc.py'), 'utf8').endsWith('    return\n'), 10000, 'calc.py saved with half');
+    const retained = await poll(() => journal().find((e) => e.event === 'retained' && e.id === accepted.id), 10000,
+      'a retained event in the journal').catch(() => null);
+    check(retained && retained.reason === 'saved' && retained.share >= 0.3 && retained.share <= 0.7,
+      'after deleting half and saving, the journal says about half was kept', retained);
+    // 3d. The status bar tooltip has this session's figures (phiLsp/usageStats).
+    const usageTip = /This session: \d+ shown, 1 accepted \(\d+%\), 50% kept; p50 \d+ ms, p95 \d+ ms/;
+    let tip = '';
+    const tooltip = await poll(async () => {
+      await page.mouse.move(700, 300);
+      await page.waitForTimeout(300);
+      await page.locator('.statusbar-item[id$="phiLsp.status"]').hover();
+      tip = await poll(async () => (await page.$$eval('.workbench-hover', (es) =>
+        es.map((e) => e.textContent.trim()).join(' '))).trim() || null, 4000, 'a hover').catch(() => '');
+      return usageTip.test(tip) ? tip : null;
+    }, 15000, 'the tooltip with the usage figures').catch(() => tip);
+    await shot('2-usage-tooltip.png');
+    await page.mouse.move(700, 300);
+    check(usageTip.test(tooltip), "the status bar tooltip shows this session's usage figures", tooltip);
+    await page.click('.editor-instance .monaco-editor .view-lines');
+    await page.keyboard.press('Control+End');
+    await page.keyboard.press('ArrowUp');
+    await page.keyboard.press('End');
+    // Type it back (the rest of the test works on the full body); Escape drops any ghost text.
+    await page.keyboard.type(' a + b');
+    await page.keyboard.press('Escape');
     await page.keyboard.press('Control+S');
     const calc = await poll(() => {
       const t = fs.readFileSync(path.join(WS, 'calc.py'), 'utf8');

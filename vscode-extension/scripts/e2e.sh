@@ -21,7 +21,7 @@ for need in "$CODE_SERVER" "$CHROMIUM" "$PYTHON"; do
   [ -f "$need" ] && [ -x "$need" ] || { echo "e2e: missing $need" >&2; exit 3; }
 done
 t0=$(date +%s.%N)
-rm -f "$ARTIFACTS"/*.png "$ARTIFACTS"/*.log "$ARTIFACTS"/*.json
+rm -f "$ARTIFACTS"/*.png "$ARTIFACTS"/*.log "$ARTIFACTS"/*.json "$ARTIFACTS"/*.jsonl
 
 MODEL=$("$PYTHON" "$HERE/scripts/make-test-model.py" "$MODEL_DIR" 2>"$ARTIFACTS/make-model.log" | tail -1)
 echo "e2e: model $MODEL ($(du -h "$MODEL" | cut -f1))"
@@ -89,9 +89,10 @@ trap cleanup EXIT
 
 set +e
 URL="http://127.0.0.1:$PORT/?folder=$WS" WS="$WS" OUT="$ARTIFACTS" SERVER_LOG="$SERVER_LOG" \
-  node "$HERE/e2e/e2e.js"
+  PHI_LSP_HOME="$T/home" node "$HERE/e2e/e2e.js"
 rc=$?
 set -e
+cp "$T/home/usage/usage.jsonl" "$ARTIFACTS/usage.jsonl" 2>/dev/null || true
 # The extension's log (server stderr + protocol trace) is under the user data dir.
 find "$T/user/logs" -type f -name 'phi-lsp.log' -exec cp {} "$ARTIFACTS/extension-output.log" \; 2>/dev/null || true
 find "$T/user/logs" -type f -name 'remoteexthost.log' -exec cp {} "$ARTIFACTS/extension-host.log" \; 2>/dev/null || true

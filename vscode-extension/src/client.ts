@@ -1,7 +1,8 @@
 /**
  * The language client for `phi-lsp serve`: starting, stopping and restarting the server (restarts
  * one at a time, crash restarts limited by restartPolicy.ts), the options it runs with (settings
- * sent as the server understands them, stdio to the log), and feeding its state to the status bar.
+ * sent as the server understands them, stdio to the log), and feeding its state to the status bar
+ * (with the session's usage figures, usagePoller.ts).
  */
 
 import { performance } from 'perf_hooks';
@@ -26,9 +27,12 @@ import { Resolution, ResolvedCommand } from './serverCommand';
 import { neutralDir, PYTHON_ENV, resolveCommand } from './serverProcess';
 import { SECTION, toServerSettings } from './settings';
 import type { StatusBar } from './statusBar';
+import { UsagePoller } from './usagePoller';
 
 /** The server's command that loads the model again (phi_lsp's reloadModel). */
 const RELOAD_COMMAND = 'phiLsp.reloadModel';
+/** The command each inline completion item carries; VS Code runs it after inserting the item. */
+const ACCEPTED_COMMAND = 'phiLsp.accepted';
 
 /** The library's own popups ("couldn't create connection", "Go to output") are replaced by this
  * extension's single notification with a fix; everything still goes to the log. */
@@ -40,6 +44,7 @@ class PhiLanguageClient extends LanguageClient {
 
 export class ServerClient {
   private client: PhiLanguageClient | undefined;
+  private usage: UsagePoller | undefined;
   private resolved: ResolvedCommand | undefined;
   private readonly restarts = new RestartPolicy(3, 3 * 60 * 1000);
   private readonly streams = new ServerStreams();
@@ -110,6 +115,8 @@ export class ServerClient {
   async stop(): Promise<void> {
     const client = this.client;
     this.client = undefined;
+    this.usage?.dispose();
+    this.usage = undefined;
     if (client === undefined) {
       return;
     }
@@ -222,12 +229,29 @@ export class ServerClient {
           if (!token.isCancellationRequested) {
             const items = Array.isArray(result) ? result.length : (result?.items.length ?? 0);
             this.status.dispatch({ type: 'completion', ms: performance.now() - t0, items });
+            if (items > 0) {
+              usage.soon();
+            }
           }
           return result;
+        },
+        executeCommand: async (command, args, next) => {
+          const result = await next(command, args);
+          if (command === ACCEPTED_COMMAND) {
+            usage.soon();
+          }
+          return result;
+        },
+        didSave: async (document, next) => {
+          await next(document);
+          usage.soon(); // the server measured what was kept of accepted suggestions
         },
       },
     };
     const client = new PhiLanguageClient('phiLsp', 'phi-lsp', serverOptions, clientOptions);
+    const usage = new UsagePoller(client, this.status);
+    this.usage?.dispose();
+    this.usage = usage;
     client.registerProposedFeatures(); // inline completion in vscode-languageclient 9; built in since 10
     client.onNotification(ShowMessageNotification.type, (params) => this.notices.onServerMessage(params));
     client.onDidChangeState((e) => {
@@ -237,6 +261,7 @@ export class ServerClient {
       if (e.newState === State.Running) {
         everRunning = true;
         this.status.dispatch({ type: 'running' });
+        usage.soon();
       } else if (e.newState === State.Starting) {
         this.status.dispatch({ type: 'starting' });
       }

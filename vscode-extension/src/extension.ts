@@ -14,8 +14,9 @@
  *   cliTasks.ts       `phi-lsp models pull` and `phi-lsp finetune` as tasks
  *   serverProcess.ts  the phi-lsp command, environment and working directory
  *   logs.ts           the server's stdout/stderr in the output channel
+ *   usagePoller.ts    asking the server for the session's usage figures (phiLsp/usageStats)
  * and the plain modules with unit tests: settings.ts, serverCommand.ts, status.ts,
- * restartPolicy.ts, serverLog.ts.
+ * usageFigures.ts, restartPolicy.ts, serverLog.ts.
  */
 
 import * as vscode from 'vscode';

@@ -4,12 +4,14 @@
  * Events come from the client's lifecycle (starting, running, stopped), the server's work-done
  * progress (`$/progress` begin "phi-lsp: loading X", end "X ready (llamacpp, 0.3 s)" or an error;
  * begin "phi-lsp: writing f()" while a body is generated), completion timings measured around
- * inline-completion requests, and the `phiLsp.enable` setting.
+ * inline-completion requests, the session's usage figures the server reports (`phiLsp/usageStats`),
+ * and the `phiLsp.enable` setting.
  *
  * No `vscode` import here: unit tests run this under plain node.
  */
 
 import { modelLabel } from './settings';
+import { UsageFigures, usageLine } from './usageFigures';
 
 export type Phase =
   | 'starting' // the server process is starting / initializing
@@ -40,6 +42,8 @@ export interface StatusState {
   /** The last inline-completion request (also the empty ones). */
   lastRequest?: { ms: number; items: number };
   completions: number;
+  /** This server session's figures, when the server reported them. */
+  usage?: UsageFigures;
 }
 
 export type StatusEvent =
@@ -51,7 +55,8 @@ export type StatusEvent =
   | { type: 'progressBegin'; token: string; title: string; message?: string; percentage?: number }
   | { type: 'progressReport'; token: string; message?: string; percentage?: number }
   | { type: 'progressEnd'; token: string; message?: string }
-  | { type: 'completion'; ms: number; items: number };
+  | { type: 'completion'; ms: number; items: number }
+  | { type: 'usage'; figures: UsageFigures };
 
 export function initialState(enabled = true): StatusState {
   return { phase: 'starting', enabled, tasks: {}, completions: 0 };
@@ -132,6 +137,8 @@ export function reduce(state: StatusState, event: StatusEvent): StatusState {
         lastLatencyMs: event.items > 0 ? event.ms : state.lastLatencyMs,
         completions: state.completions + (event.items > 0 ? 1 : 0),
       };
+    case 'usage':
+      return { ...state, usage: event.figures };
   }
 }
 
@@ -195,6 +202,7 @@ export function view(state: StatusState): StatusView {
         state.lastLatencyMs !== undefined
           ? `Last completion: ${Math.round(state.lastLatencyMs)} ms (${state.completions} so far).`
           : 'No completion yet.',
+        ...(state.usage ? [usageLine(state.usage)] : []),
       ];
       if (tasks.length > 0) {
         return {

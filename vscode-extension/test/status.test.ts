@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { initialState, reduce, StatusEvent, StatusState, view } from '../src/status';
+import { parseUsage } from '../src/usageFigures';
 
 function run(events: StatusEvent[], state: StatusState = initialState()): StatusState {
   return events.reduce(reduce, state);
@@ -107,4 +108,34 @@ test('a backend name with punctuation still reads as ready', () => {
   ]);
   assert.equal(s.phase, 'ready');
   assert.equal(s.backend, 'engine (127.0.0.1:8123)');
+});
+
+const figures = { enabled: true, shown: 4, accepted: 1, acceptanceRate: 0.25, retainedShare: 0.5, p50Ms: 120.4, p95Ms: 309.6 };
+
+test("the tooltip shows this session's usage figures from phiLsp/usageStats", () => {
+  assert.doesNotMatch(view(run(loadOk)).tooltip, /This session/);
+  const s = run([...loadOk, { type: 'completion', ms: 84.6, items: 1 }, { type: 'usage', figures: parseUsage(figures)! }]);
+  assert.match(view(s).tooltip, /^This session: 4 shown, 1 accepted \(25%\), 50% kept; p50 120 ms, p95 310 ms\.$/m);
+  assert.equal(view(s).text, '$(sparkle) trained-f32.gguf · llamacpp · 85 ms');
+  // Nothing measured yet: dashes, not NaN or "null".
+  const early = reduce(s, { type: 'usage', figures: { ...figures, shown: 1, accepted: 0, acceptanceRate: 0, retainedShare: null, p95Ms: null } });
+  assert.match(view(early).tooltip, /1 shown, 0 accepted \(0%\), - kept; p50 120 ms, p95 -\./);
+  const none = reduce(s, { type: 'usage', figures: { ...figures, shown: 0, accepted: 0, acceptanceRate: null } });
+  assert.match(view(none).tooltip, /This session: no suggestion shown yet\./);
+  // A new server session starts at zero: the old figures go.
+  assert.doesNotMatch(view(run([{ type: 'starting' }, ...loadOk], s)).tooltip, /This session/);
+});
+
+test('usage recording off says so', () => {
+  const s = run([...loadOk, { type: 'usage', figures: parseUsage({ ...figures, enabled: false })! }]);
+  assert.match(view(s).tooltip, /usage recording off/);
+  assert.doesNotMatch(view(s).tooltip, /4 shown/);
+});
+
+test('parseUsage takes the server answer, and nothing else', () => {
+  assert.deepEqual(parseUsage({ ...figures, acceptanceRate: null, extra: 1 }), { ...figures, acceptanceRate: null });
+  for (const bad of [null, undefined, 'x', 3, {}, { ...figures, enabled: 'yes' }, { ...figures, shown: '4' }, { ...figures, accepted: NaN }]) {
+    assert.equal(parseUsage(bad), undefined, JSON.stringify(bad));
+  }
+  assert.equal(parseUsage({ ...figures, p50Ms: 'slow' })?.p50Ms, null);
 });
