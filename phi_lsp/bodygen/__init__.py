@@ -1,0 +1,1 @@
+"""Docstring → body: find the stub (LSP line split), generate candidates, rank best of N."""
