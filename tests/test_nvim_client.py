@@ -188,6 +188,20 @@ def check_status_and_health(result: dict[str, Any], model: Path) -> None:
     assert "model resolves and loads" in joined and "ready (llamacpp" in joined
 
 
+def journal_events(home: Path) -> list[dict[str, Any]]:
+    """The usage journal the server wrote under PHI_LSP_HOME."""
+    journal = home / "usage" / "usage.jsonl"
+    return [json.loads(line) for line in journal.read_text().splitlines()]
+
+
+def accepted_and_retained(home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one `accepted` event in the usage journal, and the `retained` event that followed."""
+    events = journal_events(home)
+    (accepted,) = [e for e in events if e["event"] == "accepted"]
+    (retained,) = [e for e in events if e["event"] == "retained"]
+    return accepted, retained
+
+
 nvim_011 = nvim011()
 
 
@@ -220,6 +234,10 @@ def test_neovim_011_completion_generate_toggle_status_health(
     assert result["trigger_map"] == "phi-lsp: ask for a completion"
     assert [i["word"] for i in result["menu"]] == [SUGGESTION]
     assert result["line_after_accept"] == "    " + SUGGESTION
+    # Neovim's vim.lsp.completion ran the item's phiLsp.accepted on <C-y>, once.
+    events = journal_events(tmp_path / "home")
+    (accepted,) = [e for e in events if e["event"] == "accepted"]
+    assert accepted["chars"] == len(" a + b") and not accepted["partial"]
 
     # The command answers at once with the function it writes; the edit comes afterwards.
     assert result["generate_started"] == "add" and not result.get("generate_err")
@@ -266,6 +284,13 @@ def test_neovim_012_ghost_text_dismiss_accept(
     assert result["line_after_accept"] == "    return a + b"
     assert result["cursor_after_accept"] == [RETURN_LINE, len("    return a + b")]
     check_status_and_health(result, model)
+
+    # Neovim ran the item's phiLsp.accepted on <M-l>; the server followed the text to :write.
+    assert result["line_after_edit"] == "    return a "
+    accepted, retained = accepted_and_retained(tmp_path / "home")
+    assert retained["id"] == accepted["id"] and retained["reason"] == "saved"
+    assert accepted["chars"] == len(" a + b") and 0.3 <= retained["share"] <= 0.7
+    assert retained["kept"] == " a "
 
 
 STUB_SERVER = '''
