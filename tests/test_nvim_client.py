@@ -181,6 +181,8 @@ def check_status_and_health(result: dict[str, Any], model: Path) -> None:
     text = result["status_text"]
     assert f"model:      {model}" in text and "backend:    llamacpp" in text
     assert re.search(r"latency:    [\d.]+ ms \(textDocument/(inline)?[cC]ompletion", text), text
+    # This session's figures from phiLsp/usageStats: one suggestion accepted (its command ran).
+    assert re.search(r"usage:      [1-9]\d* shown, 1 accepted \(\d+%\), kept ", text), text
     oks, bad = health_verdict(result["health"])
     assert not bad, result["health"]
     joined = "\n".join(oks)
@@ -291,6 +293,7 @@ def test_neovim_012_ghost_text_dismiss_accept(
     assert retained["id"] == accepted["id"] and retained["reason"] == "saved"
     assert accepted["chars"] == len(" a + b") and 0.3 <= retained["share"] <= 0.7
     assert retained["kept"] == " a "
+    assert "kept 50%, p50 " in result["status_text"]  # :PhiStatus ran after the :write
 
 
 STUB_SERVER = '''
@@ -371,3 +374,4 @@ def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None
     runs = [json.loads(line) for line in (tmp_path / "commands.jsonl").read_text().splitlines()]
     assert [run["arguments"] for run in runs] == [["id-1"]]
     assert runs[0]["text"].splitlines() == result["lines"]  # run after the whole text was in
+    assert "\n  usage:      not reported by the server\n" in result["status_text"]
