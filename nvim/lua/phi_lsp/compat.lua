@@ -18,6 +18,27 @@ function M.notify(client, method, params)
   return client.notify(method, params)
 end
 
+function M.request_sync(client, method, params, timeout_ms, bufnr)
+  if M.has_011 then
+    return client:request_sync(method, params, timeout_ms, bufnr)
+  end
+  return client.request_sync(method, params, timeout_ms, bufnr)
+end
+
+--- Run an LSP command (`workspace/executeCommand`; 0.10 has no `client:exec_cmd`).
+---@param client vim.lsp.Client
+---@param command lsp.Command
+---@param bufnr integer
+function M.exec_cmd(client, command, bufnr)
+  if M.has_011 then
+    return client:exec_cmd(command, { bufnr = bufnr })
+  end
+  return client.request('workspace/executeCommand', {
+    command = command.command,
+    arguments = command.arguments,
+  }, nil, bufnr)
+end
+
 function M.supports(client, method)
   if M.has_011 then
     return client:supports_method(method)

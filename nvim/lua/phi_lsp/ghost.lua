@@ -66,26 +66,60 @@ end
 -- contains "\n" as typed line breaks: 'autoindent' indents every following line a second time
 -- and the completion ends at the first break. So a phi-lsp item inserts its first line only;
 -- accepting it with <C-y> puts the remaining lines in, exactly as the server sent them.
+--
+-- The item's command (`phiLsp.accepted`, which starts the server following the text) must run
+-- once the whole text is in. Neovim 0.11+ runs an accepted item's command on CompleteDone, at
+-- once, so `convert` hands Neovim a copy without it and complete_done runs it; 0.10 runs none.
 
 local function is_phi_item(item)
   return type(item) == 'table' and item.detail == 'phi-lsp'
 end
 
---- `convert` for vim.lsp.completion: a phi-lsp item's word is its first line.
+--- `convert` for vim.lsp.completion: a phi-lsp item's word is its first line; its command is
+--- kept aside (user_data.phi_lsp) for complete_done.
 ---@param item lsp.CompletionItem
+---@param client_id? integer the client the item came from
 ---@return table
-function M.convert(item)
+function M.convert(item, client_id)
   if not is_phi_item(item) then
     return {}
   end
+  local out = {}
   local text = item.insertText
-  if type(text) ~= 'string' or not text:find('\n', 1, true) then
-    return {}
+  if type(text) == 'string' and text:find('\n', 1, true) then
+    out.word = (text:gsub('\r?\n.*$', ''))
   end
-  return { word = (text:gsub('\r?\n.*$', '')) }
+  if item.command and client_id then
+    local bare = vim.deepcopy(item)
+    bare.command = nil
+    out.user_data = {
+      nvim = { lsp = { completion_item = bare, client_id = client_id } },
+      phi_lsp = { command = item.command },
+    }
+  end
+  return out
 end
 
---- CompleteDone in `bufnr`: after a multi-line phi-lsp item's first line, put in the rest.
+--- The command complete_done runs for an accepted item: the one `convert` kept aside, or on
+--- Neovim without vim.lsp.completion.enable (0.10) the item's own; nil when Neovim runs it.
+local function own_command(done, item)
+  local kept = vim.tbl_get(done, 'user_data', 'phi_lsp', 'command')
+  if kept then
+    return kept
+  end
+  if not (vim.lsp.completion and vim.lsp.completion.enable) then
+    return item.command
+  end
+end
+
+local function run(client, command, bufnr)
+  if type(command) == 'table' and command.command then
+    compat.exec_cmd(client, command, bufnr)
+  end
+end
+
+--- CompleteDone in `bufnr`: after a multi-line phi-lsp item's first line, put in the rest;
+--- then run the item's command.
 ---@param bufnr integer
 function M.complete_done(bufnr)
   local done = vim.v.completed_item
@@ -95,12 +129,15 @@ function M.complete_done(bufnr)
     return
   end
   local client = lsp_data.client_id and vim.lsp.get_client_by_id(lsp_data.client_id)
-  local text = item.insertText
-  if not client or client.name ~= config.name or type(text) ~= 'string' then
+    or config.clients(bufnr)[1]
+  if not client or client.name ~= config.name then
     return
   end
-  local lines = vim.split((text:gsub('\r\n', '\n')), '\n', { plain = true })
+  local command = own_command(done, item)
+  local text = item.insertText
+  local lines = type(text) == 'string' and vim.split((text:gsub('\r\n', '\n')), '\n', { plain = true }) or {}
   if #lines < 2 or done.word ~= lines[1] then
+    run(client, command, bufnr) -- all of it is in already
     return
   end
   local win = vim.fn.bufwinid(bufnr)
@@ -112,7 +149,7 @@ function M.complete_done(bufnr)
   -- After CompleteDone returns: Vim is still finishing the completion while it runs.
   vim.schedule(function()
     if not vim.api.nvim_buf_is_valid(bufnr) or vim.b[bufnr].changedtick ~= tick then
-      return
+      return -- edited meanwhile: what is in the buffer is not the suggestion (no command)
     end
     local line = vim.api.nvim_buf_get_lines(bufnr, row - 1, row, false)[1] or ''
     if line:sub(col - #lines[1] + 1, col) ~= lines[1] then
@@ -125,6 +162,7 @@ function M.complete_done(bufnr)
     if vim.api.nvim_win_is_valid(win) then
       vim.api.nvim_win_set_cursor(win, { row + #rest, #last })
     end
+    run(client, command, bufnr)
   end)
 end
 
@@ -187,7 +225,9 @@ function M.on_attach(client, bufnr)
       -- Applies what the item carries on <C-y> (0.11); autotrigger on the trigger characters.
       vim.lsp.completion.enable(true, client.id, bufnr, {
         autotrigger = options.completion.autotrigger and true or false,
-        convert = M.convert,
+        convert = function(item)
+          return M.convert(item, client.id)
+        end,
       })
     end
     vim.api.nvim_create_autocmd('CompleteDone', {

@@ -1,6 +1,7 @@
 --- phi-lsp: per-client state and what :PhiStatus reports from it. Tracks the server's
 --- `$/progress` (model loading, :PhiGenerate's writing) and the completion latency measured in
---- the client (LspProgress, LspRequest).
+--- the client (LspProgress, LspRequest); asks the server for this session's usage figures.
+local compat = require('phi_lsp.compat')
 local config = require('phi_lsp.config')
 
 local M = {}
@@ -123,6 +124,51 @@ local function fmt_ms(entry)
   return ('%s ms (%s, %s)'):format(ms, entry.method, os.date('%H:%M:%S', entry.at))
 end
 
+local USAGE_TIMEOUT_MS = 500
+
+--- This session's usage figures (`phiLsp/usageStats`: shown, accepted, acceptanceRate,
+--- retainedShare, p50Ms, p95Ms, enabled); nil when the server does not answer it (in time).
+---@param client vim.lsp.Client
+---@return table?
+function M.usage(client)
+  local ok, response = pcall(compat.request_sync, client, 'phiLsp/usageStats', {}, USAGE_TIMEOUT_MS)
+  local result = ok and type(response) == 'table' and response.result
+  return type(result) == 'table' and result or nil
+end
+
+local function percent(x)
+  return type(x) == 'number' and ('%.0f%%'):format(x * 100) or 'n/a'
+end
+
+local function millis(x)
+  if type(x) ~= 'number' then
+    return 'n/a'
+  end
+  return (x < 10 and '%.1f ms' or '%.0f ms'):format(x)
+end
+
+--- The :PhiStatus usage line for `usage` (M.usage's answer).
+---@param usage table?
+---@return string
+function M.usage_text(usage)
+  if not usage then
+    return 'not reported by the server'
+  elseif usage.enabled == false then
+    return 'usage recording off'
+  end
+  local count = function(x)
+    return type(x) == 'number' and x or 0
+  end
+  return ('%d shown, %d accepted (%s), kept %s, p50 %s, p95 %s'):format(
+    count(usage.shown),
+    count(usage.accepted),
+    percent(usage.acceptanceRate),
+    percent(usage.retainedShare),
+    millis(usage.p50Ms),
+    millis(usage.p95Ms)
+  )
+end
+
 --- What :PhiStatus shows, as data.
 ---@param bufnr? integer
 ---@return table[]
@@ -193,6 +239,8 @@ function M.status_lines(bufnr)
     if st.last_generate then
       table.insert(lines, '  generate:   ' .. fmt_ms(st.last_generate))
     end
+    local client = vim.lsp.get_client_by_id(st.client_id)
+    table.insert(lines, '  usage:      ' .. M.usage_text(client and M.usage(client)))
     local mode = st.mode == 'inline' and 'ghost text (vim.lsp.inline_completion)'
       or 'completion items (omnifunc / completion plugins)'
     table.insert(lines, '  mode:       ' .. mode)
