@@ -13,7 +13,6 @@ import fnmatch
 import hashlib
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,9 +107,11 @@ class Recorder:
             self._prompt_chars[uri] = len(prompt)
         else:
             prompt = prefix.replace("\r\n", "\n")[-self._prompt_chars.get(uri, PROMPT_CHARS) :]
-        shown = Shown(
-            uuid.uuid4().hex[:16], uri, file, position, text, prompt, mode, latency_ms, model
-        )
+        # The same suggestion at the same place is the same id: showing it again (another
+        # request, another window) gives identical items, and either accept means it.
+        key = f"{uri}\0{position[0]}\0{position[1]}\0{text}".encode()
+        shown_id = hashlib.sha256(key).hexdigest()[:16]
+        shown = Shown(shown_id, uri, file, position, text, prompt, mode, latency_ms, model)
         self._shown[shown.id] = shown
         while len(self._shown) > MAX_SHOWN:
             self._shown.popitem(last=False)
