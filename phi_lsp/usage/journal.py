@@ -39,7 +39,7 @@ class Journal:
             if size and size + len(data) > self.max_bytes:
                 os.replace(self.path, self.folder / PREVIOUS)
                 size = 0
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     data = b"\n" + data  # the last append was torn: start a fresh line
