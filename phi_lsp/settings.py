@@ -85,7 +85,9 @@ class Settings(BaseModel):
     adapter: str | None = Field(
         None,
         description="A `phi-lsp finetune` adapter folder (RUN/adapter): peft weights for "
-        "transformers, lora.gguf for llama.cpp. Changing it reloads without a restart.",
+        "transformers, lora.gguf for llama.cpp. Changing it reloads without a restart. "
+        '`"promoted"`: the adapter `phi-lsp finetune` promoted (PHI_LSP_HOME/finetune/'
+        "promoted.json), or none; the server reloads when a promotion or rollback changes it.",
     )
     cpu_buffers: Literal["auto", "default", "no-amx", "plain"] = Field(
         "auto",

@@ -1,5 +1,5 @@
-"""`phi-lsp finetune PATH… [--exercises FILE…] [--model BASE] [--out DIR] [--max-steps N]
-[--resume [DIR]] [--export gguf]`.
+"""`phi-lsp finetune PATH… [--exercises FILE…] [--from-usage] [--model BASE] [--out DIR]
+[--max-steps N] [--resume [DIR]] [--export gguf]`; `phi-lsp finetune --promote RUN | --rollback`.
 
 `add_parser(subparsers)` registers the command; every field of the data and training configs
 is a flag (`--lora-r 8`, `--no-keep-tests`, …). A run directory (`--out`, default
@@ -7,6 +7,10 @@ is a flag (`--lora-r 8`, `--no-keep-tests`, …). A run directory (`--out`, defa
 commits, file and dataset hashes, versions), `dataset/`, `checkpoint.pt`, `metrics.json`,
 `adapter/` (peft + `lora.gguf`), `report.{md,json}`, `loss.png` and the exports. The source
 repositories are only read, and the run directory may not lie inside one of them.
+
+`--from-usage` adds the suggestions you accepted and kept (the usage journal). After training,
+the promotion gate compares the adapter with the served one (`finetune.promotion`) and promotes
+it when it is better; the report says why or why not.
 """
 
 from __future__ import annotations
@@ -111,6 +115,32 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--dataset-only", action="store_true", help="build and report the dataset, do not train"
     )
+    parser.add_argument(
+        "--from-usage",
+        action="store_true",
+        help="add the suggestions you accepted and kept (PHI_LSP_HOME/usage) as exercises",
+    )
+    parser.add_argument(
+        "--usage-min-share",
+        type=float,
+        default=0.5,
+        help="least share of an accepted suggestion still there to use it (default: 0.5)",
+    )
+    parser.add_argument(
+        "--no-promote",
+        dest="promote_after",
+        action="store_false",
+        help="run the promotion gate and report it, but do not promote",
+    )
+    switch = parser.add_mutually_exclusive_group()
+    switch.add_argument(
+        "--promote", metavar="RUN", help="promote RUN's adapter by hand (no training)"
+    )
+    switch.add_argument(
+        "--rollback",
+        action="store_true",
+        help="go back to the previously promoted adapter, or none (no training)",
+    )
     data = parser.add_argument_group("dataset")
     _add_fields(data, SourceConfig, DATA_HELP)
     _add_fields(data, FilterConfig, DATA_HELP)
@@ -169,6 +199,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         print(f"phi-lsp finetune: {message}", file=sys.stderr)
         return 2
 
+    if args.promote or args.rollback:
+        return switch_promotion(args)
     given = {
         f.name: getattr(args, f.name) for f in _scalar_fields(TrainConfig) if hasattr(args, f.name)
     }
@@ -188,8 +220,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         atomic_write_bytes(run_dir / "config.json", json.dumps(saved, indent=2).encode())
         report_cfg = saved.get("report", REPORT_DEFAULTS)
     else:
-        if not args.paths and not args.exercises:
-            return fail("give at least one repository PATH or --exercises FILE")
+        if not args.paths and not args.exercises and not args.from_usage:
+            return fail("give at least one repository PATH, --exercises FILE or --from-usage")
         run_dir = args.out or phi_lsp_home() / "finetune" / time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(run_dir).resolve()
         for repo in args.paths:
@@ -207,8 +239,13 @@ def run_finetune(args: argparse.Namespace) -> int:
         from phi_lsp.finetune.dataset import build_dataset, render_report, save_dataset
 
         dcfg = data_config(args)
+        usage = None
+        if args.from_usage:
+            from phi_lsp.finetune.usage_exercises import read_usage
+
+            usage = read_usage(phi_lsp_home() / "usage", args.usage_min_share)
         try:
-            dataset = build_dataset(args.paths, args.exercises, dcfg)
+            dataset = build_dataset(args.paths, args.exercises, dcfg, usage=usage)
         except FileNotFoundError as exc:  # HumanEval data for decontamination
             return fail(f"{exc}; pip install 'phi-lsp[eval]'")
         hashes = save_dataset(dataset, run_dir / "dataset")
@@ -223,6 +260,7 @@ def run_finetune(args: argparse.Namespace) -> int:
                 for r in dataset.report["repos"]
             ],
             "exercise_files": {str(p): _sha256(Path(p)) for p in args.exercises},
+            "usage": usage.summary() if usage is not None else None,
             "dataset_hashes": hashes,
             "versions": _versions(),
         }
@@ -242,6 +280,7 @@ def _train_and_report(
     from phi_lsp.finetune.checkpoint import Interrupted
     from phi_lsp.finetune.dataset import load_dataset
     from phi_lsp.finetune.export import export_merged_gguf, write_lora_gguf
+    from phi_lsp.finetune.promotion import gate_run
     from phi_lsp.finetune.report import doctest_scores, runnable_exercises, write_report
     from phi_lsp.finetune.train import train
     from phi_lsp.runtime.devices import eos_token_id
@@ -261,13 +300,15 @@ def _train_and_report(
     loss_filter = json.loads((run_dir / "dataset" / "loss_filter.json").read_text())
     kept = set(loss_filter["kept"])
     doctests: dict[str, Any] = {"runnable": 0}
+    runnable: list[Any] = []
+    tuned = None
+    eos = eos_token_id(result.model.config.to_dict(), result.tokenizer)
     if report_cfg.get("doctest_samples", 0) > 0:
         try:
             held_out = [ex for ex in dataset.val if ex.id in kept]
             runnable = runnable_exercises(
                 held_out, report_cfg["doctest_samples"], run_doctests_sandboxed
             )
-            eos = eos_token_id(result.model.config.to_dict(), result.tokenizer)
             base, tuned = doctest_scores(
                 result.model,
                 result.tokenizer,
@@ -280,6 +321,18 @@ def _train_and_report(
             doctests = {"runnable": len(runnable), "base": vars(base), "tuned": vars(tuned)}
         except (OSError, RuntimeError) as exc:  # no sandbox on this platform
             doctests = {"runnable": 0, "note": f"sandbox unavailable: {exc}"}
+            runnable, tuned = [], None
+    promotion = gate_run(
+        result,
+        cfg,
+        [ex for ex in dataset.val[: cfg.eval_max_examples] if ex.id in kept],
+        runnable,
+        tuned,
+        eos=eos,
+        run_doctests=run_doctests_sandboxed,
+        max_new_tokens=report_cfg.get("doctest_max_new_tokens", 192),
+        promote_after=getattr(args, "promote_after", True),
+    )
     exports: dict[str, str] = {"lora-gguf": str(result.adapter_dir / "lora.gguf")}
     if "gguf" in getattr(args, "export", []):
         outtype = getattr(args, "export_outtype", "f16")
@@ -301,10 +354,24 @@ def _train_and_report(
         "loss_filter": {k: v for k, v in loss_filter.items() if k != "kept"},
         "adapter": str(result.adapter_dir),
         "exports": exports,
+        "promotion": promotion,
         "history": result.history,
     }
     paths = write_report(run_dir, data)
     print(paths["md"].read_text())
+    return 0
+
+
+def switch_promotion(args: argparse.Namespace) -> int:
+    """`--promote RUN` / `--rollback`: switch the promoted adapter by hand."""
+    from phi_lsp.finetune.promotion import describe, find_run, promote, rollback
+
+    try:
+        state = promote(find_run(args.promote), "manual") if args.promote else rollback()
+    except ValueError as exc:
+        print(f"phi-lsp finetune: {exc}", file=sys.stderr)
+        return 2
+    print(describe(state))
     return 0
 
 

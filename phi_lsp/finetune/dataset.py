@@ -23,6 +23,7 @@ from phi_lsp.finetune.exercise import Exercise
 from phi_lsp.finetune.filters import RULES, FilterConfig, rejection
 from phi_lsp.finetune.mining import load_user_exercises, mine_source
 from phi_lsp.finetune.sources import RepoScan, SourceConfig, scan_repo
+from phi_lsp.finetune.usage_exercises import USAGE_KIND, UsageExercises
 from phi_lsp.fs import atomic_write_bytes
 
 
@@ -48,6 +49,7 @@ def build_dataset(
     exercise_files: Sequence[Path] = (),
     config: DataConfig | None = None,
     contamination_index: Any | None = None,
+    usage: UsageExercises | None = None,
 ) -> Dataset:
     """Run every stage; the report counts what each one kept and dropped."""
     config = config or DataConfig()
@@ -77,10 +79,13 @@ def build_dataset(
         repo_reports.append(summary)
     user = load_user_exercises(exercise_files)
     mined.extend(user.exercises)
+    if usage is not None:
+        mined.extend(usage.exercises)
     mined.sort(key=lambda e: (e.source, e.path, e.line, e.name))
 
     # Textbook-quality rules.
     rejected: Counter[str] = Counter()
+    usage_rejected: Counter[str] = Counter()
     good: list[Exercise] = []
     for ex in mined:
         reason = rejection(ex, config.filters)
@@ -88,6 +93,7 @@ def build_dataset(
             good.append(ex)
         else:
             rejected[reason] += 1
+            usage_rejected[reason] += ex.kind == USAGE_KIND
 
     # Duplicates, then HumanEval.
     dedup = deduplicate(good, config.near_dup_threshold)
@@ -127,6 +133,9 @@ def build_dataset(
             "val_files": len({e.unit for e in val}),
         },
         "per_source": per_source,
+        "usage": None
+        if usage is None
+        else usage_counts(usage, usage_rejected, dedup, contaminated, train, val),
         "duplicates": {
             "exact": [list(pair) for pair in dedup.exact],
             "near": [list(t) for t in dedup.near],
@@ -142,6 +151,27 @@ def build_dataset(
         },
     }
     return Dataset(train, val, report)
+
+
+def usage_counts(
+    usage: UsageExercises,
+    rejected: Counter[str],
+    dedup: Any,
+    contaminated: Sequence[Any],
+    train: Sequence[Exercise],
+    val: Sequence[Exercise],
+) -> dict[str, Any]:
+    """How many exercises came from the usage journal, and what each stage dropped of them."""
+    ids = {ex.id for ex in usage.exercises}
+    return {
+        **usage.summary(),
+        "rejected": {rule: rejected.get(rule, 0) for rule in RULES},
+        "exact_duplicates": sum(pair[0] in ids for pair in dedup.exact),
+        "near_duplicates": sum(item[0] in ids for item in dedup.near),
+        "humaneval_overlap": sum(c.id in ids for c in contaminated),
+        "train": sum(ex.kind == USAGE_KIND for ex in train),
+        "val": sum(ex.kind == USAGE_KIND for ex in val),
+    }
 
 
 def split_by_file(
@@ -228,6 +258,19 @@ def render_report(report: dict[str, Any]) -> str:
             "",
             f"User exercises: {u['exercises']} from {len(u['files'])} file(s)"
             f" ({u['bad_lines']} bad JSONL lines, {u['unparsable_files']} unparsable).",
+        ]
+    g = report.get("usage")
+    if g:
+        dropped = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g["rejected"].items() if v)
+        out += [
+            "",
+            f"Usage exercises: {g['exercises']} of {g['retained_events']} retained suggestions"
+            f" kept at least {g['min_share']:.0%} ({g['below_share']} below,"
+            f" {g['malformed']} malformed; journal `{g['journal']}`). Dropped: quality rules"
+            f" {sum(g['rejected'].values())}{f' ({dropped})' if dropped else ''},"
+            f" exact duplicates {g['exact_duplicates']}, near duplicates"
+            f" {g['near_duplicates']}, HumanEval overlap {g['humaneval_overlap']};"
+            f" {g['train']} train / {g['val']} validation.",
         ]
     out += ["", "| stage | exercises |", "|---|---|", f"| found | {c['exercises_found']} |"]
     for rule, n in c["rejected"].items():

@@ -61,7 +61,7 @@ def deduplicate(exercises: Sequence[Exercise], near_threshold: float = 0.8) -> D
     scheme = {"scheme": template.scheme} if hasattr(template, "scheme") else {}
     signatures: dict[str, Any] = {}
     for ex in exercises:
-        key = exact_key(ex.code)
+        key = exact_key(ex.dedupe_code)
         if key in seen:
             result.exact.append((ex.id, seen[key]))
             continue
@@ -69,7 +69,7 @@ def deduplicate(exercises: Sequence[Exercise], near_threshold: float = 0.8) -> D
         sig = MinHash(
             num_perm=NUM_PERM, seed=MINHASH_SEED, permutations=template.permutations, **scheme
         )
-        sig.update_batch(sorted(shingles(ex.code)))
+        sig.update_batch(sorted(shingles(ex.dedupe_code)))
         best: tuple[float, str] | None = None
         for other in sorted(lsh.query(sig)):
             score = float(sig.jaccard(signatures[other]))

@@ -7,6 +7,8 @@ from typing import Any
 
 from phi_lsp.bodygen.stubs import Stub
 
+DEDUPE_PROMPT_LINES = 3
+
 
 @dataclass(frozen=True)
 class Exercise:
@@ -16,7 +18,7 @@ class Exercise:
     source: str  # repository label, or "exercises" for user files
     path: str  # file, relative to its repository
     unit: str  # split unit: source/path (JSONL lines are units of their own)
-    kind: str  # "mined" or "user"
+    kind: str  # "mined", "user" or "usage" (an accepted suggestion from the usage journal)
     name: str  # qualified name, e.g. Circle.area
     line: int  # 1-based line of the `def` (JSONL: the line number)
     prompt: str
@@ -62,3 +64,11 @@ class Exercise:
     def code(self) -> str:
         """Signature, docstring and body, without the imports (for dedupe and decontamination)."""
         return (self.head + "\n" + self.completion) if self.head else self.prompt + self.completion
+
+    @property
+    def dedupe_code(self) -> str:
+        """What duplicates are judged on. A usage prompt is the whole document before the
+        cursor, shared by every suggestion accepted in that file: only its last lines count."""
+        if self.kind != "usage":
+            return self.code
+        return "\n".join(self.prompt.split("\n")[-DEDUPE_PROMPT_LINES:]) + self.completion

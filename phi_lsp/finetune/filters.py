@@ -2,8 +2,10 @@
 report; the first rule that applies wins, in the order of `RULES`.
 
 User exercises (files the user passed with `--exercises`) are their choice: only the empty-body
-rule applies to them. The base model's loss rule needs the model and lives in `train`
-(`loss_outliers`).
+rule applies to them. Usage exercises (`--from-usage`: an accepted suggestion as it stands
+now) are not function bodies: the rules for any text apply to them (empty, too long, a test
+file, non-ASCII, binary), not the function-shape ones (nested, too short, docstring). The
+base model's loss rule needs the model and lives in `train` (`loss_outliers`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def rejection(ex: Exercise, config: FilterConfig) -> str | None:
     """The first rule `ex` breaks, or None when it is a good exercise."""
     if ex.kind == "user":
         return "trivial_body" if not ex.completion.strip() else None
+    if ex.kind == "usage":
+        return usage_rejection(ex, config)
     if ex.nested:
         return "nested_function"
     if not config.keep_tests and is_test(ex.path, ex.name):
@@ -95,6 +99,24 @@ def rejection(ex: Exercise, config: FilterConfig) -> str | None:
         return "docstring_uninformative"
     text = ex.docstring + ex.completion
     if text and sum(not c.isascii() for c in text) / len(text) > config.max_non_ascii:
+        return "non_ascii"
+    if _CONTROL.search(ex.prompt + ex.completion):
+        return "binary_like"
+    return None
+
+
+def usage_rejection(ex: Exercise, config: FilterConfig) -> str | None:
+    """The rules that apply to any accepted text."""
+    if not ex.completion.strip():
+        return "trivial_body"
+    if not config.keep_tests and is_test(ex.path, ""):
+        return "test_function"
+    if (
+        body_lines(ex.completion) > config.max_body_lines
+        or len(ex.completion) > config.max_body_chars
+    ):
+        return "body_too_long"
+    if sum(not c.isascii() for c in ex.completion) / len(ex.completion) > config.max_non_ascii:
         return "non_ascii"
     if _CONTROL.search(ex.prompt + ex.completion):
         return "binary_like"

@@ -82,6 +82,44 @@ def generate_body(
     return cut_body(text, stub)
 
 
+def score_active(
+    model: Any,
+    tokenizer: Any,
+    exercises: Sequence[Exercise],
+    *,
+    max_new_tokens: int,
+    eos: int,
+    device: str,
+    run_doctests: DoctestRunner,
+) -> DoctestScore:
+    """The doctest score of `model` as it is (whichever adapter is active) on runnable
+    exercises: one greedy body each, its doctests run in the sandbox."""
+    score = DoctestScore()
+    was_training = model.training
+    model.eval()
+    for ex in exercises:
+        stub = ex.stub()
+        body = generate_body(model, tokenizer, stub, max_new_tokens, eos, device)
+        problem = check_candidate(body, stub)
+        passed = failed = 0
+        if problem is None:
+            passed, failed = run_doctests(stub, body)
+        ok = problem is None and passed > 0 and failed == 0
+        score.runnable += 1
+        score.passed += ok
+        score.results.append(
+            {
+                "id": ex.id,
+                "passed": ok,
+                "body": body,
+                "problem": problem,
+                "doctests": [passed, failed],
+            }
+        )
+    model.train(was_training)
+    return score
+
+
 def doctest_scores(
     model: Any,
     tokenizer: Any,
@@ -93,33 +131,15 @@ def doctest_scores(
     run_doctests: DoctestRunner,
 ) -> tuple[DoctestScore, DoctestScore]:
     """(base, fine-tuned) scores of a peft model on runnable exercises."""
-    base, tuned = DoctestScore(), DoctestScore()
-    was_training = model.training
-    model.eval()
-    for ex in exercises:
-        stub = ex.stub()
-        with model.disable_adapter():
-            before = generate_body(model, tokenizer, stub, max_new_tokens, eos, device)
-        after = generate_body(model, tokenizer, stub, max_new_tokens, eos, device)
-        for score, body in ((base, before), (tuned, after)):
-            problem = check_candidate(body, stub)
-            passed = failed = 0
-            if problem is None:
-                passed, failed = run_doctests(stub, body)
-            ok = problem is None and passed > 0 and failed == 0
-            score.runnable += 1
-            score.passed += ok
-            score.results.append(
-                {
-                    "id": ex.id,
-                    "passed": ok,
-                    "body": body,
-                    "problem": problem,
-                    "doctests": [passed, failed],
-                }
-            )
-    model.train(was_training)
-    return base, tuned
+    kw: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "eos": eos,
+        "device": device,
+        "run_doctests": run_doctests,
+    }
+    with model.disable_adapter():
+        base = score_active(model, tokenizer, exercises, **kw)
+    return base, score_active(model, tokenizer, exercises, **kw)
 
 
 def write_report(run_dir: Path, data: dict[str, Any]) -> dict[str, Path]:
@@ -193,6 +213,7 @@ def render_markdown(data: dict[str, Any]) -> str:
     out += [f"Adapter: `{data['adapter']}`"]
     for kind, path in data.get("exports", {}).items():
         out.append(f"Export ({kind}): `{path}`")
+    out += promotion_lines(data.get("promotion"))
     out += ["", "## Dataset", ""]
     c = data["dataset"]["counts"]
     out.append(
@@ -206,6 +227,24 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"Base-model loss filter: {lf['dropped']} dropped above {lf['threshold']:.2f} nats."
         )
     return "\n".join(out) + "\n"
+
+
+def promotion_lines(gate: dict[str, Any] | None) -> list[str]:
+    """The promotion gate's verdict, with its numbers."""
+    if not gate:
+        return []
+    v, d = gate["val_loss"], gate["doctests"]
+    verdict = "promoted" if gate["promoted"] else "kept aside (not promoted)"
+    out = ["", "## Promotion", "", f"Compared with the served model ({gate['served']}): {verdict}."]
+    out += ["", "| | served | this run |", "|---|---|---|"]
+    out.append(f"| validation loss | {_fmt(v['served'])} | {_fmt(v['new'])} |")
+    if d["runnable"]:
+        out.append(
+            f"| doctest pass rate ({d['runnable']} held-out) | {d['served']}/{d['runnable']} "
+            f"| {d['new']}/{d['runnable']} |"
+        )
+    out += [""] + [f"- {reason}" for reason in gate["reasons"]]
+    return out
 
 
 def _exp(value: float | None) -> float | None:

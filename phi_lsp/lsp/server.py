@@ -24,7 +24,9 @@ from phi_lsp.errors import ModelLoadError
 from phi_lsp.lsp.documents import use_lsp_line_breaks
 from phi_lsp.lsp.protocol import PhiProtocol
 from phi_lsp.lsp.stub_index import StubIndex
+from phi_lsp.models.promoted import PROMOTED, promoted_adapter, promoted_stamp
 from phi_lsp.models.source import phi_lsp_home
+from phi_lsp.runtime.adapters import resolve_adapter
 from phi_lsp.runtime.runner import EngineRunner, Superseded
 from phi_lsp.settings import SECTION, Settings, settings_from_client
 from phi_lsp.usage.journal import Journal
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 # that loses the request (lsp-mode 8.0 drops a request that arrives in the same read as the
 # answer to its synchronous request) must not stall the model load or a generation forever.
 CLIENT_ANSWER_TIMEOUT_S = 5.0
+PROMOTION_POLL_S = 2.0  # how often promoted.json is checked while `adapter` is "promoted"
 
 
 class PhiLanguageServer(LanguageServer):
@@ -55,6 +58,8 @@ class PhiLanguageServer(LanguageServer):
             self.prefill,
         )
         self._load_task: asyncio.Task[None] | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        self._promoted = promoted_stamp()  # promoted.json when the model was last loaded
         # Where the docstring stubs are, per document version (code actions).
         self.stubs = StubIndex()
         # Function bodies being written in the background, by function (features.generate).
@@ -104,7 +109,19 @@ class PhiLanguageServer(LanguageServer):
         (cancelling the await would leak the engine being loaded).
         """
         ticket = self.runner.reserve_load()
+        self._promoted = promoted_stamp()
         self._load_task = asyncio.ensure_future(self.load_model(self.settings, ticket))
+        if self._watch_task is None:
+            self._watch_task = asyncio.ensure_future(self.follow_promotions())
+
+    async def follow_promotions(self) -> None:
+        """While `adapter` is "promoted", reload when promoted.json changes (`phi-lsp finetune`
+        promoted or rolled back an adapter). A stat every few seconds; never blocks."""
+        while True:
+            await asyncio.sleep(PROMOTION_POLL_S)
+            if self.settings.adapter == PROMOTED and promoted_stamp() != self._promoted:
+                log.info("promoted adapter changed: %s", promoted_adapter() or "none")
+                self.schedule_load()
 
     async def load_model(self, settings: Settings, ticket: int) -> None:
         token = await self.begin_progress(f"phi-lsp: loading {settings.model}")
@@ -121,7 +138,12 @@ class PhiLanguageServer(LanguageServer):
             log.error(message, exc_info=not isinstance(exc, ModelLoadError))
             self.show(message, types.MessageType.Error)
         else:
-            message = f"{settings.model} ready ({engine.name}, {time.perf_counter() - t0:.1f} s)"
+            adapter = resolve_adapter(settings.adapter)
+            with_adapter = f" + adapter {adapter}" if adapter else ""
+            message = (
+                f"{settings.model}{with_adapter} ready "
+                f"({engine.name}, {time.perf_counter() - t0:.1f} s)"
+            )
             log.info(message)
             self.prefill.model_ready(self.document_text)
         finally:

@@ -12,6 +12,18 @@ from typing import Any
 LORA_GGUF = "lora.gguf"
 
 
+def resolve_adapter(value: str | None) -> Path | None:
+    """The `adapter` setting as a folder: "promoted" is the adapter `phi-lsp finetune`
+    promoted (PHI_LSP_HOME/finetune/promoted.json), or None when none is."""
+    from phi_lsp.models.promoted import PROMOTED, promoted_adapter
+
+    if not value:
+        return None
+    if value == PROMOTED:
+        return promoted_adapter()
+    return Path(value).expanduser()
+
+
 def lora_gguf_path(adapter_dir: Path) -> Path | None:
     """The llama.cpp adapter in an adapter folder, if there is one."""
     path = Path(adapter_dir) / LORA_GGUF

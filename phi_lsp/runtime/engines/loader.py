@@ -9,6 +9,7 @@ from pathlib import Path
 from phi_lsp.errors import ModelLoadError
 from phi_lsp.models.launcher import running_engine
 from phi_lsp.models.source import ModelSource, resolve_model
+from phi_lsp.runtime.adapters import resolve_adapter
 from phi_lsp.runtime.engines.base import Engine
 from phi_lsp.settings import Settings
 
@@ -58,7 +59,7 @@ def choose_backend(settings: Settings) -> Choice:
 def load_engine(settings: Settings) -> Engine:
     """Resolve `settings.model`, pick the engine and load it (slow: call it off the event loop)."""
     choice = choose_backend(settings)
-    adapter = Path(settings.adapter).expanduser() if settings.adapter else None
+    adapter = resolve_adapter(settings.adapter)
     if choice.source is None:
         assert choice.remote_url is not None
         if adapter is not None:
