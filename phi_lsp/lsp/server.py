@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -206,9 +205,8 @@ class PhiLanguageServer(LanguageServer):
             return None
         prefix = doc.source[: doc.offset_at_position(position)]
         where = (position.line, position.character)
-        model = self.settings.model + (
-            f"+{Path(self.settings.adapter).name}" if self.settings.adapter else ""
-        )
+        adapter = resolve_adapter(self.settings.adapter)  # RUN/adapter: the run names it
+        model = self.settings.model + (f"+{adapter.parent.name}" if adapter else "")
         return self.usage.shown(
             uri,
             where,
