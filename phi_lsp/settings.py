@@ -24,6 +24,7 @@ ENGINE_KEYS = frozenset(
         "n_threads",
         "gpu_layers",
         "quantization",
+        "compiled_decoding",
         "cpu_buffers",
         "kv_cache_values",
         "prompt_lookup_tokens",
@@ -102,6 +103,12 @@ class Settings(BaseModel):
     )
     quantization: Literal["none", "nf4"] = Field(
         "none", description="transformers on CUDA: `nf4` loads 4-bit weights through bitsandbytes."
+    )
+    compiled_decoding: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="transformers: decode on a static KV cache with the one-token step compiled "
+        "at load (a CUDA graph on CUDA). `auto`: on CUDA only; `on`: also on CPU / MPS "
+        "(inductor; compiling takes minutes); `off`: transformers' generate().",
     )
     debounce_ms: int | None = Field(
         None,

@@ -14,8 +14,10 @@ from testkit.tinymodel import TinyModel
 PROMPT = "import os\n\n\ndef read_config(path):\n    with open(path) as f:\n        return f."
 
 
-@pytest.fixture(scope="module", params=["llamacpp", "transformers"])
+@pytest.fixture(scope="module", params=["llamacpp", "transformers", "transformers-static"])
 def engine(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[Engine]:
+    """Each engine; `transformers-static` is the static-cache decoder that CUDA compiles, run
+    here without compiling (tests/test_static_decoding.py checks the traced step)."""
     if request.param == "llamacpp":
         need_module("llama_cpp")
         from phi_lsp.runtime.engines.llamacpp_engine import LlamaCppEngine
@@ -24,7 +26,10 @@ def engine(request: pytest.FixtureRequest, tiny_model: TinyModel) -> Iterator[En
     else:
         from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
-        eng = TransformersEngine(tiny_model.hf_dir, device="cpu", n_threads=2)
+        decoding = "static" if request.param == "transformers-static" else "auto"
+        eng = TransformersEngine(
+            tiny_model.hf_dir, device="cpu", n_threads=2, compiled_decoding=decoding
+        )
     yield eng
     eng.close()
 

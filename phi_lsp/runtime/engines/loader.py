@@ -118,4 +118,5 @@ def load_transformers(source: ModelSource, settings: Settings, adapter: Path | N
         settings.quantization,
         settings.prompt_lookup_tokens,
         adapter,
+        settings.compiled_decoding,
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,13 @@ from phi_lsp.runtime.devices import (
     pick_dtype,
 )
 from phi_lsp.runtime.engines.base import Generation, GenerationRequest, common_prefix
-from phi_lsp.runtime.engines.healing import Constraint, Heal, TokenTable, hf_pieces, text_after
+from phi_lsp.runtime.engines.healing import Constraint, TokenTable, hf_pieces, text_after
+from phi_lsp.runtime.engines.static_decoding import (
+    StaticDecoder,
+    cache_argument,
+    decode,
+    decoding_plan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,32 +50,13 @@ log = logging.getLogger(__name__)
 class _StopOnEvent(StoppingCriteria):
     """Ends generate() after the current token when the request is superseded or done."""
 
-    def __init__(
-        self,
-        stop: threading.Event,
-        request: GenerationRequest,
-        engine: TransformersEngine,
-        prompt_len: int,
-        heal: Heal,
-    ) -> None:
-        self.stop, self.request, self.engine, self.prompt_len = stop, request, engine, prompt_len
-        self.heal = heal
+    def __init__(self, ask: Callable[[list[int]], str], prompt_len: int) -> None:
+        self.ask, self.prompt_len = ask, prompt_len
         self.reason = ""
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kw: Any) -> Any:
-        if self.stop.is_set():
-            self.reason = "cancelled"
-            return True
-        if self.request.is_done is not None:
-            new = input_ids[0, self.prompt_len :].tolist()
-            text = text_after(self.engine.table, new, self.heal, self.engine.decode)
-            if text is not None and self.request.is_done(text):
-                self.reason = "done"
-                return True
-        if self.request.past_deadline():
-            self.reason = "deadline"
-            return True
-        return False
+        self.reason = self.ask(input_ids[0, self.prompt_len :].tolist())
+        return bool(self.reason)
 
 
 class _Healing(LogitsProcessor):
@@ -99,6 +88,17 @@ class _Healing(LogitsProcessor):
 WARM_CHUNK = 64
 
 
+@dataclass
+class _Run:
+    """One decoding run: the new tokens (eos included), their log-probs, why it stopped ("":
+    eos or length) and how many prompt tokens came from the cache."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    reason: str = ""
+    reused: int = 0
+
+
 class TransformersEngine:
     name = "transformers"
     warms = True
@@ -112,6 +112,7 @@ class TransformersEngine:
         quantization: str = "none",
         prompt_lookup_tokens: int = 0,
         adapter: Path | None = None,
+        compiled_decoding: str = "auto",
     ) -> None:
         config = check_hf_folder(path)
         self.device = pick_device(device)
@@ -148,13 +149,33 @@ class TransformersEngine:
         # longest common prefix of the next prompt (typing at the end of a file).
         self._cache: DynamicCache | None = None
         self._cache_ids: list[int] = []
+        plan = decoding_plan(compiled_decoding, self.device)
+        self.decoder = self._static_decoder(plan, strict=compiled_decoding != "auto")
+        self.decoding = "generate()" if self.decoder is None else f"static/{self.decoder.compile}"
         log.info(
-            "transformers: %s on %s, %s, %s",
+            "transformers: %s on %s, %s, %s, decoding %s",
             path,
             self.device,
             dtype,
             kwargs["attn_implementation"],
+            self.decoding,
         )
+
+    def _static_decoder(self, plan: str | None, strict: bool) -> StaticDecoder | None:
+        """The static-cache decoder, compiled now (at load) so that no request pays for it.
+        If compiling fails on `auto` (e.g. an NF4 kernel dynamo cannot trace), generate()
+        serves instead and the log says why; an explicit `on` fails the load."""
+        if plan is None:
+            return None
+        try:
+            return StaticDecoder(self.model, self.n_ctx, plan)
+        except Exception as exc:
+            if strict:
+                raise ModelLoadError(
+                    f"compiledDecoding: the decode step did not compile: {exc}"
+                ) from exc
+            log.warning("compiled decoding is off: the decode step did not compile: %s", exc)
+            return None
 
     def tokenize(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False))
@@ -170,13 +191,77 @@ class TransformersEngine:
             ids = ids[: heal.keep]
         if not ids:
             ids = [self.eos_id]
-        input_ids = torch.tensor([ids], device=self.model.device)
-        criteria = _StopOnEvent(stop, request, self, len(ids), heal)
         constraint = Constraint(self.table, heal.removed)
+        max_new = request.max_new_tokens + heal.given_back
+
+        def ask(new: list[int]) -> str:
+            """Why to stop after `new` ("" to go on): superseded, done, or out of time."""
+            if stop.is_set():
+                return "cancelled"
+            if request.is_done is not None:
+                text = text_after(self.table, new, heal, self.decode)
+                if text is not None and request.is_done(text):
+                    return "done"
+            return "deadline" if request.past_deadline() else ""
+
+        lookup = bool(self.prompt_lookup_tokens) and request.temperature == 0
+        lookup = lookup and not request.logprobs
+        if self.decoder is not None and not lookup and len(ids) + max_new <= self.n_ctx:
+            run = self._decode_static(ids, request, constraint, max_new, ask, stop)
+        else:
+            run = self._decode_generate(ids, request, constraint, max_new, ask, lookup)
+        new, logprobs = run.tokens, run.logprobs
+        hit_eos = bool(new) and new[-1] == self.eos_id
+        if hit_eos:
+            new, logprobs = new[:-1], logprobs[: len(new) - 1]
+        return Generation(
+            text=text_after(self.table, new, heal, self.decode) or "",
+            prompt_tokens=len(ids),
+            evaluated_tokens=len(ids) - run.reused,
+            generated_tokens=len(new),
+            stopped=run.reason or ("eos" if hit_eos else "length"),
+            timings_ms={"total": (time.perf_counter() - t0) * 1000},
+            token_logprobs=logprobs,
+            healed=heal.text,
+            forced=constraint.forced,
+        )
+
+    def _decode_static(
+        self,
+        ids: list[int],
+        request: GenerationRequest,
+        constraint: Constraint,
+        max_new: int,
+        ask: Callable[[list[int]], str],
+        stop: threading.Event,
+    ) -> _Run:
+        """The compiled path: prefill into the static cache, then one graph call per token."""
+        assert self.decoder is not None
+        with torch.inference_mode():
+            logits, reused = self.decoder.prefill(ids, stop, reuse=not request.fresh)
+            if logits is None:
+                return _Run(reason="cancelled")
+            out = decode(
+                self.decoder, logits, max_new, request.temperature, constraint, self.eos_id, ask
+            )
+        return _Run(out.tokens, out.logprobs if request.logprobs else [], out.reason, reused)
+
+    def _decode_generate(
+        self,
+        ids: list[int],
+        request: GenerationRequest,
+        constraint: Constraint,
+        max_new: int,
+        ask: Callable[[list[int]], str],
+        lookup: bool,
+    ) -> _Run:
+        """transformers' generate() on a dynamic cache (CPU, MPS, prompt lookup)."""
+        input_ids = torch.tensor([ids], device=self.model.device)
+        criteria = _StopOnEvent(ask, len(ids))
         sampling: dict[str, Any] = {"do_sample": False}
         if request.temperature > 0:
             sampling = {"do_sample": True, "temperature": request.temperature, "top_p": 0.95}
-        if self.prompt_lookup_tokens and request.temperature == 0 and not request.logprobs:
+        if lookup:
             # Draft tokens copied from the prompt (code repeats itself), verified in one pass.
             sampling["prompt_lookup_num_tokens"] = self.prompt_lookup_tokens
             reused, cache = 0, None
@@ -187,14 +272,14 @@ class TransformersEngine:
                 out = self.model.generate(
                     input_ids,
                     attention_mask=torch.ones_like(input_ids),
-                    max_new_tokens=request.max_new_tokens + heal.given_back,
+                    max_new_tokens=max_new,
                     eos_token_id=self.eos_id,
                     pad_token_id=self.eos_id,
                     stopping_criteria=StoppingCriteriaList([criteria]),
                     logits_processor=LogitsProcessorList([_Healing(constraint, len(ids))]),
                     return_dict_in_generate=True,
                     output_logits=request.logprobs,
-                    past_key_values=cache,
+                    **{cache_argument(self.model): cache},
                     **sampling,
                 )
         except BaseException:
@@ -207,20 +292,7 @@ class TransformersEngine:
         if request.logprobs and out.logits:
             for step, token in zip(out.logits, new, strict=False):
                 logprobs.append(float(torch.log_softmax(step[0].float(), dim=-1)[token]))
-        hit_eos = bool(new) and new[-1] == self.eos_id
-        if hit_eos:
-            new, logprobs = new[:-1], logprobs[: len(new) - 1]
-        return Generation(
-            text=text_after(self.table, new, heal, self.decode) or "",
-            prompt_tokens=len(ids),
-            evaluated_tokens=len(ids) - reused,
-            generated_tokens=len(new),
-            stopped=criteria.reason or ("eos" if hit_eos else "length"),
-            timings_ms={"total": (time.perf_counter() - t0) * 1000},
-            token_logprobs=logprobs,
-            healed=heal.text,
-            forced=constraint.forced,
-        )
+        return _Run(new, logprobs, criteria.reason, reused)
 
     def warm(self, prompt: str, stop: threading.Event) -> int:
         if self.prompt_lookup_tokens:
@@ -228,6 +300,9 @@ class TransformersEngine:
         ids = self.tokenize(prompt)
         if len(ids) < 2:
             return 0
+        if self.decoder is not None:
+            with torch.inference_mode():
+                return self.decoder.warm(ids[: self.n_ctx], stop)
         # A token that never matches: every token of `ids` that is cached can be reused.
         reused, cache = self._reusable_cache([*ids, -1])
         done = reused
@@ -237,8 +312,8 @@ class TransformersEngine:
                     piece = ids[done : done + WARM_CHUNK]
                     self.model(
                         input_ids=torch.tensor([piece], device=self.model.device),
-                        past_key_values=cache,
                         use_cache=True,
+                        **{cache_argument(self.model): cache},
                     )
                     done += len(piece)
         except BaseException:
@@ -269,6 +344,7 @@ class TransformersEngine:
 
     def close(self) -> None:
         self._cache = None
+        self.decoder = None
         del self.model
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

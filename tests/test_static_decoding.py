@@ -1,0 +1,152 @@
+"""The static-cache decoder (compiled on CUDA) against transformers' generate(): same tokens,
+same log-probs, the same cache reuse. tests/test_engines.py runs the engine behaviour tests
+(stop flag, deadline, warm, fresh) on it too; the `cuda` tests here cover the compiled graph."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from phi_lsp.errors import ModelLoadError
+from phi_lsp.runtime.engines.base import GenerationRequest
+from phi_lsp.runtime.engines.static_decoding import StaticDecoder, decoding_plan
+from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
+from testkit.tinymodel import TinyModel
+
+# Each ends mid-word, mid-line or at a line's end: token healing gives back a different tail.
+PROMPTS = [
+    'def add(a, b):\n    """Return the sum of a and b.\n\n    >>> add(2, 3)\n    5\n    """\n',
+    'def is_even(n: int) -> bool:\n    """Whether n is even."""\n    return n % ',
+    'def greet(name):\n    """Say hello to name."""\n    return "Hel',
+    "def fläche(länge, höhe):\n    ",
+]
+
+
+def engines(model: TinyModel, *decodings: str) -> list[TransformersEngine]:
+    return [
+        TransformersEngine(model.hf_dir, device="cpu", n_threads=2, compiled_decoding=d)
+        for d in decodings
+    ]
+
+
+def test_decoding_plan_compiles_only_on_cuda_unless_asked() -> None:
+    assert decoding_plan("auto", "cpu") is None and decoding_plan("auto", "mps") is None
+    assert decoding_plan("auto", "cuda") == "cuda-graphs"
+    assert decoding_plan("on", "cuda") == "cuda-graphs" and decoding_plan("on", "cpu") == "inductor"
+    assert decoding_plan("off", "cuda") is None
+    with pytest.raises(ModelLoadError, match="auto, on or off"):
+        decoding_plan("fast", "cuda")
+
+
+@pytest.mark.parametrize("logprobs", [False, True])
+def test_static_decoding_writes_what_generate_writes(
+    trained_model: TinyModel, logprobs: bool
+) -> None:
+    plain, static = engines(trained_model, "off", "static")
+    assert (plain.decoding, static.decoding) == ("generate()", "static/off")
+    for prompt in PROMPTS:
+        request = GenerationRequest(prompt, max_new_tokens=24, logprobs=logprobs)
+        want = plain.generate(request, threading.Event())
+        got = static.generate(request, threading.Event())
+        assert (got.text, got.stopped, got.healed) == (want.text, want.stopped, want.healed)
+        assert got.generated_tokens == want.generated_tokens > 0
+        assert len(got.token_logprobs) == len(want.token_logprobs)
+        diffs = [abs(a - b) for a, b in zip(got.token_logprobs, want.token_logprobs, strict=True)]
+        assert max(diffs, default=0.0) < 1e-4
+    # The memorized body comes out of the static path, healed from mid-word.
+    out = static.generate(GenerationRequest(PROMPTS[2], max_new_tokens=12), threading.Event())
+    assert out.text.startswith('lo, " + name')
+
+
+def test_the_cache_is_reused_across_keystrokes_and_edits(tiny_model: TinyModel) -> None:
+    static, cold = engines(tiny_model, "static", "off")
+    base = PROMPTS[0] * 3
+    static.generate(GenerationRequest(base, max_new_tokens=8), threading.Event())
+    for prompt in (base + "de", base + "def", PROMPTS[0] * 2, PROMPTS[1] + base):
+        got = static.generate(GenerationRequest(prompt, max_new_tokens=8), threading.Event())
+        want = cold.generate(GenerationRequest(prompt, max_new_tokens=8), threading.Event())
+        assert got.text == want.text, prompt
+    edited = PROMPTS[1] + base  # the last prompt, changed at the top: nothing reused
+    again = static.generate(GenerationRequest(edited, max_new_tokens=8), threading.Event())
+    assert again.evaluated_tokens == 1  # the same prompt again: only its last token
+    static.generate(GenerationRequest(base, max_new_tokens=8), threading.Event())
+    typed = static.generate(GenerationRequest(base + "def x", max_new_tokens=8), threading.Event())
+    assert typed.evaluated_tokens <= 4  # only the typed tail
+
+
+def test_a_prompt_longer_than_the_cache_falls_back_to_generate(tiny_model: TinyModel) -> None:
+    static = TransformersEngine(
+        tiny_model.hf_dir, device="cpu", n_ctx=64, compiled_decoding="static"
+    )
+    plain = TransformersEngine(tiny_model.hf_dir, device="cpu", n_ctx=64, compiled_decoding="off")
+    assert static.decoder is not None and static.decoder.capacity == 64
+    prompt = "x = 1\n" * 20  # ~60 tokens: with 16 new ones it does not fit 64 positions
+    request = GenerationRequest(prompt, max_new_tokens=16)
+    assert (
+        static.generate(request, threading.Event()).text
+        == plain.generate(request, threading.Event()).text
+    )
+
+
+def test_sampling_on_the_static_path_follows_torch_seed(tiny_model: TinyModel) -> None:
+    (static,) = engines(tiny_model, "static")
+    request = GenerationRequest(PROMPTS[3], max_new_tokens=16, temperature=1.0, fresh=True)
+    texts = []
+    for seed in (0, 0, 1, 2, 3):
+        torch.manual_seed(seed)
+        texts.append(static.generate(request, threading.Event()).text)
+    assert texts[0] == texts[1]  # seeded: reproducible
+    assert len(set(texts)) > 1  # and sampled: seeds differ
+
+
+def test_the_decode_step_traces_as_one_graph(tiny_model: TinyModel) -> None:
+    """fullgraph=True: a graph break (a Python branch on a tensor, a `.item()`) fails here, on
+    CPU in seconds, before it would cost CUDA graphs their speed on a GPU."""
+    static, traced = engines(tiny_model, "static", "trace")
+    assert traced.decoder is not None and traced.decoder.compile_seconds > 0
+    for prompt in PROMPTS[:2]:
+        request = GenerationRequest(prompt, max_new_tokens=20, logprobs=True)
+        want = static.generate(request, threading.Event())
+        got = traced.generate(request, threading.Event())
+        assert got.text == want.text and got.token_logprobs == pytest.approx(want.token_logprobs)
+
+
+def test_an_unknown_compile_mode_is_refused(tiny_model: TinyModel) -> None:
+    (static,) = engines(tiny_model, "static")
+    with pytest.raises(ValueError, match="compile must be one of"):
+        StaticDecoder(static.model, 64, "fastest")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_cuda_graph_decoding_matches_generate(trained_model: TinyModel, quantization: str) -> None:
+    if quantization == "nf4":
+        pytest.importorskip("bitsandbytes")
+    compiled = TransformersEngine(trained_model.hf_dir, device="cuda", quantization=quantization)
+    plain = TransformersEngine(
+        trained_model.hf_dir, device="cuda", quantization=quantization, compiled_decoding="off"
+    )
+    if quantization == "none":
+        assert compiled.decoding == "static/cuda-graphs"
+    for prompt in PROMPTS:
+        request = GenerationRequest(prompt, max_new_tokens=24)
+        got = compiled.generate(request, threading.Event())
+        assert got.text == plain.generate(request, threading.Event()).text
+    typed = compiled.generate(
+        GenerationRequest(PROMPTS[3] + "r", max_new_tokens=8), threading.Event()
+    )
+    assert typed.evaluated_tokens <= 3
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def cancel_after_three(partial: str) -> bool:
+        seen.append(partial)
+        if len(seen) == 3:
+            stop.set()
+        return False
+
+    request = GenerationRequest(PROMPTS[0], max_new_tokens=100, is_done=cancel_after_three)
+    cut = compiled.generate(request, stop)
+    assert cut.stopped == "cancelled" and 3 <= cut.generated_tokens <= 4
