@@ -150,3 +150,15 @@ def test_cuda_graph_decoding_matches_generate(trained_model: TinyModel, quantiza
     request = GenerationRequest(PROMPTS[0], max_new_tokens=100, is_done=cancel_after_three)
     cut = compiled.generate(request, stop)
     assert cut.stopped == "cancelled" and 3 <= cut.generated_tokens <= 4
+
+
+def test_a_cache_that_disagrees_with_the_model_is_refused_at_load(
+    tiny_model: TinyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load-time check: with the write position never moved back (what a transformers
+    release that keeps it elsewhere would do), `on` fails the load and says why."""
+    monkeypatch.setattr(
+        StaticDecoder, "_seek", lambda self, n: self.ids.__delitem__(slice(n, None))
+    )
+    with pytest.raises(ModelLoadError, match="disagrees with a plain forward pass"):
+        TransformersEngine(tiny_model.hf_dir, device="cpu", compiled_decoding="static")

@@ -66,6 +66,31 @@ def pick_attention(device: str, dtype: torch.dtype, requested: str = "auto") -> 
     return "sdpa"
 
 
+def sdpa_kernels(dtype: torch.dtype, heads: int, head_dim: int) -> list[str]:
+    """The SDPA kernels that run a masked decode step of this shape on CUDA (what the static
+    KV cache's step asks for: one query over a masked run of keys), fastest first as torch
+    tries them; the first is the one that runs. Empty off CUDA."""
+    if not torch.cuda.is_available():
+        return []
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.zeros((1, heads, 1, head_dim), dtype=dtype, device="cuda")
+    k = torch.zeros((1, heads, 64, head_dim), dtype=dtype, device="cuda")
+    mask = torch.ones((1, 1, 1, 64), dtype=torch.bool, device="cuda")
+    found = []
+    for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
+        backend = getattr(SDPBackend, name, None)
+        if backend is None:
+            continue
+        try:
+            with sdpa_kernel(backend):
+                torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=mask)
+        except RuntimeError:
+            continue
+        found.append(name.lower())
+    return found
+
+
 def nf4_config(dtype: torch.dtype) -> Any:
     """bitsandbytes' 4-bit NF4 with double quantization, computing in `dtype`."""
     from transformers import BitsAndBytesConfig

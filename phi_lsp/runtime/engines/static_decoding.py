@@ -96,6 +96,7 @@ class StaticDecoder:
         if options is not None:
             self._step = torch.compile(self._forward, **options)
             self.compile_seconds = self._compile_now()
+        self._check()
 
     # --- the model calls ---------------------------------------------------------------------
 
@@ -131,6 +132,28 @@ class StaticDecoder:
         seconds = time.perf_counter() - t0
         log.info("decode step compiled (%s) in %.1f s", self.compile, seconds)
         return seconds
+
+    def _check(self) -> None:
+        """Refuse to serve if the cache path disagrees with a plain forward pass: a transformers
+        release that moves the cache's write position elsewhere, or an attention kernel that
+        ignores the mask, would otherwise serve confident nonsense."""
+        ids = [(7 * i + 3) % int(self.model.config.vocab_size) for i in range(9)]
+        with torch.inference_mode():
+            self.prefill(ids[:4], threading.Event(), reuse=False)
+            self.prefill(ids[:2] + ids[4:8], threading.Event())  # reuse 2, overwrite 2
+            self.prefill(ids[:8], threading.Event())  # reuse 2 again: stale positions behind
+            got = self.step(ids[8])
+            plain = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
+            want = plain.logits[:, -1].float()
+        self._seek(0)
+        worst = float((got - want).abs().max())
+        scale = float(want.abs().max())
+        tolerance = 1e-3 * (1 + scale) if self.model.dtype == torch.float32 else 0.05 * (1 + scale)
+        if worst > tolerance:
+            raise RuntimeError(
+                "the static KV cache disagrees with a plain forward pass "
+                f"(max |Δlogit| {worst:.3g})"
+            )
 
     def prefill(
         self, ids: list[int], stop: threading.Event, reuse: bool = True

@@ -34,6 +34,7 @@ from phi_lsp.runtime.devices import (
     pick_attention,
     pick_device,
     pick_dtype,
+    sdpa_kernels,
 )
 from phi_lsp.runtime.engines.base import Generation, GenerationRequest, common_prefix
 from phi_lsp.runtime.engines.healing import Constraint, TokenTable, hf_pieces, text_after
@@ -152,13 +153,23 @@ class TransformersEngine:
         plan = decoding_plan(compiled_decoding, self.device)
         self.decoder = self._static_decoder(plan, strict=compiled_decoding != "auto")
         self.decoding = "generate()" if self.decoder is None else f"static/{self.decoder.compile}"
+        self.attention = kwargs["attn_implementation"]
+        if self.attention == "sdpa" and self.device == "cuda":
+            kernels = sdpa_kernels(dtype, self.model.config.num_attention_heads, self._head_dim())
+            self.attention += f" ({kernels[0]} kernel)" if kernels else ""
         log.info(
-            "transformers: %s on %s, %s, %s, decoding %s",
+            "transformers: %s on %s, %s, attention %s, decoding %s",
             path,
             self.device,
             dtype,
-            kwargs["attn_implementation"],
+            self.attention,
             self.decoding,
+        )
+
+    def _head_dim(self) -> int:
+        config = self.model.config
+        return int(
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         )
 
     def _static_decoder(self, plan: str | None, strict: bool) -> StaticDecoder | None:
