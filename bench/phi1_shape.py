@@ -109,8 +109,11 @@ def default_root(shape: Shape) -> Path:
     return MODELS_DIR / shape.name
 
 
-def build(shape: Shape = PHI1, root: Path | None = None, force: bool = False) -> Built:
-    """Build what is missing under `root` and return the paths (see the module docstring)."""
+def build(
+    shape: Shape = PHI1, root: Path | None = None, force: bool = False, gguf: bool = True
+) -> Built:
+    """Build what is missing under `root` and return the paths (see the module docstring).
+    `gguf=False` builds only the HF folder (a GPU machine may have no gguf / llama_cpp)."""
     root = Path(root or default_root(shape))
     if force and root.exists():
         shutil.rmtree(root)
@@ -131,8 +134,9 @@ def build(shape: Shape = PHI1, root: Path | None = None, force: bool = False) ->
         record.write_text(json.dumps({k: asdict(v) for k, v in stages.items()}, indent=2) + "\n")
 
     run("init+save (HF fp16 safetensors)", hf_dir, lambda: _build_hf(shape, hf_dir))
-    run("GGUF F16 conversion", f16, lambda: _convert(hf_dir, f16))
-    run("Q4_0 quantization", q4, lambda: quantize(f16, q4, "q4_0"))
+    if gguf:
+        run("GGUF F16 conversion", f16, lambda: _convert(hf_dir, f16))
+        run("Q4_0 quantization", q4, lambda: quantize(f16, q4, "q4_0"))
     return Built(root, hf_dir, f16, q4, list(stages.values()))
 
 

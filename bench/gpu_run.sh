@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 17's GPU check in one device call: the `cuda` tests, then bench/gpu.py's table.
+#
+#   bash bench/gpu_run.sh --wheels    # here, once: the packages the GPU image lacks, into .whl/
+#   bash bench/gpu_run.sh             # there (device run, carry [".whl"], timeout_s 590)
+#
+# The GPU image has torch, transformers, peft and accelerate but not the packages below, and it
+# cannot reach an index: they travel as wheels (~50 MB, bitsandbytes 43 MB of it), installed
+# into /tmp/site. Results land in $OUT (cuda-tests.log, gpu.txt, gpu.json).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+WHEELS=(pygls lsprotocol cattrs pydantic pydantic-core annotated-types typing-inspection gguf
+  platformdirs pytest-asyncio pytest-lsp bitsandbytes)
+
+if [ "${1:-}" = "--wheels" ]; then
+  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >>.git/info/exclude
+  for name in "${WHEELS[@]}"; do
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
+      --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl "$name" || exit 1
+  done
+  du -sh .whl
+  exit 0
+fi
+
+OUT=${OUT:-$(mktemp -d)}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+timeout 200 python3 -m pytest -q -m cuda -p no:cacheprovider tests/ 2>&1 | tee "$OUT/cuda-tests.log"
+timeout 370 python3 bench/gpu.py --json "$OUT/gpu.json" 2>&1 | tee "$OUT/gpu.txt"
