@@ -227,6 +227,8 @@ def test_no_mmap_whenever_weights_are_repacked(
             else:  # Q8_0: AMX's (in `default` mode); CPU_REPACK's only on ARM
                 repacked = "AMX" in repacking and resolve(mode) == "default"
             assert _mapped(path) is not repacked, (mode, quant, engine._buffers.description)
+            if "AMX" in repacking and resolve(mode) == "default":
+                continue  # AMX's mul_mat kills the process (llama.cpp#20824): see the test above
             out = engine.generate(GenerationRequest(PROMPTS[0], max_new_tokens=4), Event())
             assert out.generated_tokens > 0 or out.stopped == "eos"
         finally:
