@@ -77,9 +77,9 @@ def engine_rows(engine: TransformersEngine, prompt: str, repeats: int, load_ms: 
         if out.generated_tokens > 1:
             per_token.append((ms - statistics.median(prefill)) / (out.generated_tokens - 1))
     typed = []
-    for i in range(repeats + 1):
+    for char in "abcdefgh"[: repeats + 1]:
         run(prompt, 16, fresh=False)  # the cache holds the prompt, as after the last keystroke
-        ms, _ = timed(lambda: run(prompt + "abcdefgh"[i % 8], 16, fresh=False))
+        ms, _ = timed(lambda typed_text=prompt + char: run(typed_text, 16, fresh=False))
         typed.append(ms)
     return {
         "load incl. compile, s": load_ms / 1000,
@@ -125,7 +125,6 @@ def reference_rows(hf_dir: Path, args: argparse.Namespace, prompt: str) -> Row:
     run(64)  # a second warm-up: the first calls compile and record
     prefill = statistics.median(timed(lambda: run(1))[0] for _ in range(args.repeats))
     cold = statistics.median(timed(lambda: run(64))[0] for _ in range(args.repeats))
-    del model
     return {
         "load incl. compile, s": load_ms / 1000,
         "first request (cold → 64), ms": first,

@@ -120,10 +120,12 @@ class StaticDecoder:
         del self.ids[length:]
 
     def _compile_now(self) -> float:
-        """Compile (and on CUDA capture) the decode step with a throwaway prompt."""
+        """Compile (and on CUDA capture) the decode step with a throwaway prompt, long enough
+        that the prefill's kernels for a full piece and a tail are warm too."""
         t0 = time.perf_counter()
         with torch.inference_mode():
-            self.prefill([0, 0], threading.Event(), reuse=False)
+            warmup = [0] * max(2, min(self.capacity - 8, PREFILL_CHUNK + 3))
+            self.prefill(warmup, threading.Event(), reuse=False)
             for _ in range(3):  # cudagraph trees record on the second or third call
                 self.step(0)
         self._seek(0)
