@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import torch
+from needs import need_module
 
 from phi_lsp.errors import ModelLoadError
 from phi_lsp.runtime.engines.base import GenerationRequest
@@ -123,7 +124,7 @@ def test_an_unknown_compile_mode_is_refused(tiny_model: TinyModel) -> None:
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
 def test_cuda_graph_decoding_matches_generate(trained_model: TinyModel, quantization: str) -> None:
     if quantization == "nf4":
-        pytest.importorskip("bitsandbytes")
+        need_module("bitsandbytes")
     compiled = TransformersEngine(trained_model.hf_dir, device="cuda", quantization=quantization)
     plain = TransformersEngine(
         trained_model.hf_dir, device="cuda", quantization=quantization, compiled_decoding="off"
