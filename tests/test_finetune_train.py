@@ -264,6 +264,13 @@ def test_bf16_and_qlora_on_cuda(tiny_model: TinyModel, tmp_path: Path) -> None:
         )
         assert result.device == "cuda" and result.val_loss_after is not None
         assert next(result.model.parameters()).device.type == "cuda"
+        # Packed by default on CUDA, with rows per micro-batch from the free memory, which the
+        # run then did not exceed.
+        assert result.history["layout"]["pack_len"] == 2048
+        assert result.history["layout"]["rows"] >= 1
+        free, total = torch.cuda.mem_get_info()
+        assert 0 < result.history["cuda_peak_bytes"] < total
+        assert len(result.history["train"]) == 3
 
 
 def test_data_order_is_a_pure_function_of_seed_and_position() -> None:
