@@ -268,8 +268,7 @@ def test_bf16_and_qlora_on_cuda(tiny_model: TinyModel, tmp_path: Path) -> None:
         # run then did not exceed.
         assert result.history["layout"]["pack_len"] == 2048
         assert result.history["layout"]["rows"] >= 1
-        free, total = torch.cuda.mem_get_info()
-        assert 0 < result.history["cuda_peak_bytes"] < total
+        assert 0 < result.history["cuda_peak_bytes"] < torch.cuda.mem_get_info()[1]
         assert len(result.history["train"]) == 3
 
 
@@ -482,13 +481,22 @@ def test_packing_on_cuda_without_host_syncs(tiny_model: TinyModel) -> None:
     if importlib.util.find_spec("flash_attn") is not None:
         model = AutoModelForCausalLM.from_pretrained(
             tiny_model.hf_dir, attn_implementation="flash_attention_2", dtype=torch.bfloat16
-        ).to("cuda")
+        )
+        model = _sharp(model.to("cuda"))
         model.config.use_cache = False
         layout = Layout(pack_len=48, rows=2, attention="flash_attention_2")
         alone = example_losses(model, rows, Layout(0, 1, "flash_attention_2"), 0, "cuda", autocast)
         packed = example_losses(model, rows, layout, 0, "cuda", autocast)
         for (a, n), (b, m) in zip(alone, packed, strict=True):
-            assert n == m and abs(a - b) <= 0.02 * abs(a) + 0.05
+            assert n == m and abs(a - b) <= 0.01 * abs(a) + 0.1  # bf16 noise
+        # The exact check: another exercise in the same flat row changes nothing here.
+        k = next(b for b in pack(rows, 48) if len(b) >= 3)[0]
+        changed = list(rows)
+        changed[k] = Row([(t + 1) % 2000 for t in rows[k].ids], rows[k].labels)
+        after = example_losses(model, changed, layout, 0, "cuda", autocast)
+        for i in range(len(rows)):
+            if i != k:
+                assert abs(after[i][0] - packed[i][0]) < 1e-2, i
     model = _tiny(tiny_model, "sdpa").to("cuda").train()
     for p in model.parameters():
         p.requires_grad_(p.ndim == 1)  # a few trainable tensors
