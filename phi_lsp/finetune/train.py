@@ -256,7 +256,7 @@ def train(
 
     # ---------------------------------------------------------------------------------------
     # The result: the adapter folder (written atomically), the final checkpoint, the history.
-    if device == "cuda":  # what the micro-batch rule left unused, to calibrate it
+    if device == "cuda":  # the peak, to check the micro-batch memory rule against
         history["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, history)
     adapter_dir = run_dir / "adapter"
