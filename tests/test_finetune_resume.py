@@ -19,7 +19,9 @@ from test_finetune_data import make_fixture_repo
 
 from phi_lsp.cli import finetune as cli
 from phi_lsp.finetune.checkpoint import Interrupted
-from phi_lsp.finetune.config import config_from_dict
+from phi_lsp.finetune.config import TrainConfig, config_from_dict
+from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
+from phi_lsp.finetune.sources import SourceConfig
 from phi_lsp.finetune.train import train
 from testkit.tinymodel import TinyModel
 
@@ -126,3 +128,53 @@ def test_killed_run_resumes_to_the_same_weights(tiny_model: TinyModel, tmp_path:
     assert [row[1] for row in resumed.history["train"]] == losses
     assert resumed.history["eval"] == uninterrupted.history["eval"]
     assert resumed.steps == uninterrupted.steps == MAX_STEPS
+
+
+def test_packed_run_resumes_exactly(tiny_model: TinyModel, tmp_path: Path) -> None:
+    """With packing on, a run stopped mid-way resumes bit for bit too: a step's exercises and
+    their rows depend on (seed, step) only, and the checkpoint pins the micro-batch layout."""
+    repo = make_fixture_repo(tmp_path)
+    config = DataConfig(sources=SourceConfig(max_file_bytes=20_000), val_fraction=0.25)
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    save_dataset(build_dataset([repo], [], config), reference / "dataset")
+    shutil.copytree(reference, interrupted)
+    cfg = TrainConfig(
+        model=str(tiny_model.hf_dir),
+        max_steps=8,
+        batch_size=6,
+        grad_accum=2,
+        pack="on",
+        pack_len=256,
+        micro_tokens=512,  # 12 exercises a step: several micro-batches of 2 packed rows
+        checkpoint_every=2,
+        eval_every=4,
+        log_every=3,
+        lr=5e-3,
+        warmup_steps=1,
+        threads=1,
+        progress=False,
+    )
+
+    def terminate(step: int) -> None:
+        if step == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    threads = torch.get_num_threads()
+    try:
+        uninterrupted = train(reference, cfg)
+        with pytest.raises(Interrupted):
+            train(interrupted, cfg, on_step=terminate)
+        resumed = train(interrupted, cfg, resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert resumed.history["layout"] == {"pack_len": 256, "rows": 2}
+    assert [row[0] for row in resumed.history["train"]] == list(range(1, 9))
+    assert [row[1] for row in resumed.history["train"]] == [
+        row[1] for row in uninterrupted.history["train"]
+    ]
+    assert resumed.history["eval"] == uninterrupted.history["eval"]
+    a = load_file(str(reference / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(interrupted / "adapter" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

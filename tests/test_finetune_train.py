@@ -3,10 +3,14 @@ report is written, the repository is untouched, and the adapter reaches both eng
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import json
+import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -14,9 +18,19 @@ from needs import need_module
 from test_finetune_data import make_fixture_repo, tree_hashes
 
 from phi_lsp.cli import finetune as cli
-from phi_lsp.finetune.batches import stream_index
+from phi_lsp.finetune.batches import (
+    IGNORE,
+    Layout,
+    Row,
+    micro_batches,
+    micro_tokens_for_memory,
+    pack,
+    stream_index,
+    target_count,
+)
 from phi_lsp.finetune.config import TrainConfig
 from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
+from phi_lsp.finetune.losses import backward_step, example_losses
 from phi_lsp.finetune.sources import SourceConfig
 from phi_lsp.finetune.train import train
 from phi_lsp.runtime.engines.base import GenerationRequest
@@ -250,6 +264,12 @@ def test_bf16_and_qlora_on_cuda(tiny_model: TinyModel, tmp_path: Path) -> None:
         )
         assert result.device == "cuda" and result.val_loss_after is not None
         assert next(result.model.parameters()).device.type == "cuda"
+        # Packed by default on CUDA, with rows per micro-batch from the free memory, which the
+        # run then did not exceed.
+        assert result.history["layout"]["pack_len"] == 2048
+        assert result.history["layout"]["rows"] >= 1
+        assert 0 < result.history["cuda_peak_bytes"] < torch.cuda.mem_get_info()[1]
+        assert len(result.history["train"]) == 3
 
 
 def test_data_order_is_a_pure_function_of_seed_and_position() -> None:
@@ -291,3 +311,203 @@ async def test_server_loads_the_adapter_without_a_restart(
         after = await inline_completion(client, uri, line, 0)
     text = [items[0].insert_text if items else "" for items in (before, after)]
     assert text[0] != text[1]
+
+
+# --- packing -------------------------------------------------------------------------------------
+
+
+def _rows(n: int, seed: int) -> list[Row]:
+    """Exercises of varied lengths (labels on the body only); every third has no prompt, so its
+    first token is a body token, which a packed row must not make a target."""
+    rng = random.Random(seed)
+    rows = []
+    for k in range(n):
+        prompt, body = (0 if k % 3 == 0 else rng.randint(2, 14)), rng.randint(3, 18)
+        ids = [rng.randrange(2000) for _ in range(prompt + body)]
+        rows.append(Row(ids, [IGNORE] * prompt + ids[prompt:]))
+    return rows
+
+
+def _sharp(model: Any) -> Any:
+    """q and k scaled up: a random model's attention is nearly uniform, so that reading another
+    exercise changes the loss clearly (by 0.05–1.4 nats here), far above fp noise."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")) or name.endswith(
+                ("q_proj.base_layer.weight", "k_proj.base_layer.weight")
+            ):
+                p.mul_(30)
+    return model
+
+
+def _tiny(tiny_model: TinyModel, attention: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_model.hf_dir, attn_implementation=attention, dtype=torch.float32
+    )
+    model.config.use_cache = False
+    return _sharp(model)
+
+
+def test_pack_is_first_fit_decreasing() -> None:
+    rows = [Row([0] * n, [0] * n) for n in (5, 9, 3, 7, 12, 2, 20)]
+    # Longest first into the first bin with room; 20 > 12 gets a bin of its own.
+    assert pack(rows, 12) == [[6], [4], [1, 2], [3, 0], [5]]
+    assert pack(rows, 100) == [[6, 4, 1, 3, 0, 2, 5]]
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "flash_attention_2"])
+def test_packed_rows_restart_positions_and_ignore_boundaries(attention: str) -> None:
+    rows = _rows(12, seed=1)
+    batches = micro_batches(rows, Layout(pack_len=48, rows=2, attention=attention), pad=7)
+    seen: list[int] = []
+    for mb in batches:
+        assert mb.packed and mb.tokens == int((mb.owner >= 0).sum())
+        assert mb.targets == int((mb.labels != IGNORE).sum())
+        for r in range(mb.ids.shape[0]):
+            owners = [i for i in dict.fromkeys(mb.owner[r].tolist()) if i >= 0]
+            if attention == "flash_attention_2":  # one flat row, its bounds for the kernel
+                assert mb.ids.shape[0] == 1 and mb.cu_seqlens is not None
+                assert mb.cu_seqlens == [
+                    0,
+                    *torch.tensor([len(rows[i].ids) for i in owners]).cumsum(0).tolist(),
+                ]
+            for i in owners:
+                at = (mb.owner[r] == i).nonzero().flatten()
+                assert at.tolist() == list(range(int(at[0]), int(at[0]) + len(rows[i].ids)))
+                assert mb.positions[r, at].tolist() == list(range(len(rows[i].ids)))
+                assert mb.ids[r, at].tolist() == rows[i].ids
+                assert mb.labels[r, at].tolist() == [IGNORE, *rows[i].labels[1:]]
+            seen += owners
+            padding = mb.owner[r] < 0
+            assert (mb.labels[r, padding] == IGNORE).all() and (mb.ids[r, padding] == 7).all()
+    assert sorted(seen) == list(range(len(rows)))
+    assert sum(mb.targets for mb in batches) == target_count(rows)
+    assert any(len(set(mb.owner[0].tolist()) - {-1}) >= 3 for mb in batches)  # really packed
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_packed_losses_equal_each_exercise_alone(tiny_model: TinyModel, attention: str) -> None:
+    """The proof: each exercise's summed body loss from packed rows is its loss alone; changing
+    one exercise changes no other exercise's loss (no attention across exercises)."""
+    model = _tiny(tiny_model, attention)
+    rows = _rows(12, seed=2)
+    layout = Layout(pack_len=48, rows=2, attention=attention)
+    assert max(len(b) for b in pack(rows, 48)) >= 3
+    no_autocast = contextlib.nullcontext()
+    alone = example_losses(model, rows, 1, 0, "cpu", no_autocast)
+    packed = example_losses(model, rows, layout, 0, "cpu", no_autocast)
+    assert [n for _, n in packed] == [n for _, n in alone] == [target_count([r]) for r in rows]
+    assert torch.allclose(
+        torch.tensor([t for t, _ in packed]), torch.tensor([t for t, _ in alone]), rtol=1e-5
+    )
+    # Change the tokens of an exercise that shares its row (same length: same packing).
+    (row_mates,) = [b for b in pack(rows, 48) if len(b) >= 3][:1]
+    k = row_mates[0]
+    changed = list(rows)
+    changed[k] = Row([(t + 1) % 2000 for t in rows[k].ids], rows[k].labels)
+    after = example_losses(model, changed, layout, 0, "cpu", no_autocast)
+    others = [i for i in range(len(rows)) if i != k]
+    assert torch.allclose(
+        torch.tensor([after[i][0] for i in others]),
+        torch.tensor([packed[i][0] for i in others]),
+        rtol=1e-6,
+    )
+    assert abs(after[k][0] - packed[k][0]) > 1e-3
+
+
+def test_packed_step_matches_the_unpacked_step(tiny_model: TinyModel) -> None:
+    """One optimizer step's loss and LoRA gradients: the same whether its exercises run one per
+    micro-batch, all in one, or packed into rows over one or several micro-batches."""
+    from phi_lsp.finetune.model import add_lora, load_base_model
+
+    cfg = TrainConfig(model=str(tiny_model.hf_dir), lora_dropout=0.0, attention="sdpa")
+    _, base = load_base_model(tiny_model.hf_dir, "cpu", torch.float32, cfg)
+    model = add_lora(_sharp(base), cfg)
+    torch.manual_seed(0)
+    with torch.no_grad():  # B starts at zero: give A's gradients something to show
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    rows = _rows(10, seed=3)
+
+    def step(layout: Layout) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        batches = micro_batches(rows, layout, 0)
+        loss = backward_step(
+            model, batches, target_count(rows), "cpu", layout.attention, contextlib.nullcontext()
+        )
+        grads = [p.grad.clone() for p in trainable if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return loss, grads
+
+    reference, reference_grads = step(Layout(pack_len=0, rows=1))
+    assert len(reference_grads) == len(trainable)
+    assert any(g.abs().sum() > 0 for g in reference_grads)
+    for layout in (Layout(0, 10), Layout(48, 1), Layout(48, 2), Layout(1000, 1)):
+        loss, grads = step(layout)
+        assert torch.allclose(loss, reference, rtol=1e-5), layout
+        for g, r in zip(grads, reference_grads, strict=True):
+            assert torch.allclose(g, r, rtol=1e-4, atol=1e-6), layout
+
+
+def test_micro_batch_size_from_memory() -> None:
+    phi1 = {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 32,
+        "vocab_size": 51200,
+    }
+
+    def tokens(free_gb: float, attention: str = "sdpa", checkpointing: bool = False) -> int:
+        return micro_tokens_for_memory(int(free_gb * 1e9), phi1, 2, attention, 2048, checkpointing)
+
+    assert tokens(77) == 4 * 2048 and tokens(138) == 8 * 2048  # H100 / H200, phi-1 loaded
+    assert tokens(1) == 2048  # always one row
+    assert tokens(77, "eager") < tokens(77) < tokens(77, checkpointing=True)
+    assert micro_tokens_for_memory(77 * 10**9, phi1, 4, "sdpa", 2048, False) < tokens(77)
+
+
+@pytest.mark.cuda
+def test_packing_on_cuda_without_host_syncs(tiny_model: TinyModel) -> None:
+    """flash-attention 2's flat packed row gives each exercise its loss alone (bf16), and a
+    packed SDPA training step queues its work without one host sync."""
+    from transformers import AutoModelForCausalLM
+
+    rows = _rows(12, seed=4)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16)
+    if importlib.util.find_spec("flash_attn") is not None:
+        model = AutoModelForCausalLM.from_pretrained(
+            tiny_model.hf_dir, attn_implementation="flash_attention_2", dtype=torch.bfloat16
+        )
+        model = _sharp(model.to("cuda"))
+        model.config.use_cache = False
+        layout = Layout(pack_len=48, rows=2, attention="flash_attention_2")
+        alone = example_losses(model, rows, Layout(0, 1, "flash_attention_2"), 0, "cuda", autocast)
+        packed = example_losses(model, rows, layout, 0, "cuda", autocast)
+        for (a, n), (b, m) in zip(alone, packed, strict=True):
+            assert n == m and abs(a - b) <= 0.01 * abs(a) + 0.1  # bf16 noise
+        # The exact check: another exercise in the same flat row changes nothing here.
+        k = next(b for b in pack(rows, 48) if len(b) >= 3)[0]
+        changed = list(rows)
+        changed[k] = Row([(t + 1) % 2000 for t in rows[k].ids], rows[k].labels)
+        after = example_losses(model, changed, layout, 0, "cuda", autocast)
+        for i in range(len(rows)):
+            if i != k:
+                assert abs(after[i][0] - packed[i][0]) < 1e-2, i
+    model = _tiny(tiny_model, "sdpa").to("cuda").train()
+    for p in model.parameters():
+        p.requires_grad_(p.ndim == 1)  # a few trainable tensors
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], fused=True)
+    batches = micro_batches(rows, Layout(pack_len=48, rows=2, attention="sdpa"), 0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = backward_step(model, batches, target_count(rows), "cuda", "sdpa", autocast)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert 0 < loss.item() < 20

@@ -48,7 +48,7 @@ DATA_HELP = {
 REPORT_DEFAULTS = {"doctest_samples": 20, "doctest_max_new_tokens": 192}
 # Knobs a resumed run may change; the others are read back from config.json so that the run
 # continues exactly.
-RESUME_OVERRIDES = {"max_steps", "progress", "eval_every", "checkpoint_every"}
+RESUME_OVERRIDES = {"max_steps", "progress", "eval_every", "checkpoint_every", "log_every"}
 
 
 def _scalar_fields(cls: type) -> list[dataclasses.Field[Any]]:

@@ -24,8 +24,28 @@ class TrainConfig:
     model: str = field(default="phi-1", metadata=_help("base model: a cached name or HF folder"))
     seed: int = field(default=1337, metadata=_help("seed for LoRA init, dropout, data order"))
     max_steps: int = field(default=300, metadata=_help("optimizer steps"))
-    batch_size: int = field(default=4, metadata=_help("exercises per micro-batch"))
-    grad_accum: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
+    batch_size: int = field(
+        default=4, metadata=_help("exercises per micro-batch (packed: per step, with grad-accum)")
+    )
+    grad_accum: int = field(
+        default=1, metadata=_help("micro-batches per optimizer step (batch-size × this exercises)")
+    )
+    pack: str = field(
+        default="auto",
+        metadata=_help(
+            "pack a step's exercises into rows of --pack-len tokens, no attention across "
+            "exercises (auto: on CUDA)",
+            ("auto", "on", "off"),
+        ),
+    )
+    pack_len: int = field(default=2048, metadata=_help("tokens per packed row"))
+    micro_tokens: int = field(
+        default=0,
+        metadata=_help(
+            "packed: tokens per micro-batch (0: from the free GPU memory on CUDA, "
+            "batch-size × max-seq-len elsewhere)"
+        ),
+    )
     lr: float = field(default=2e-4, metadata=_help("peak learning rate"))
     min_lr_ratio: float = field(default=0.1, metadata=_help("final lr / peak lr (cosine)"))
     warmup_steps: int = field(default=20, metadata=_help("linear warmup steps"))
@@ -43,6 +63,9 @@ class TrainConfig:
     max_seq_len: int = field(default=1024, metadata=_help("tokens per exercise (prompt cut left)"))
     append_eos: bool = field(default=True, metadata=_help("train <|endoftext|> after the body"))
     eval_every: int = field(default=50, metadata=_help("validation loss every N steps"))
+    log_every: int = field(
+        default=10, metadata=_help("read the loss off the device every N steps (progress bar)")
+    )
     eval_max_examples: int = field(default=200, metadata=_help("validation exercises used"))
     checkpoint_every: int = field(default=50, metadata=_help("checkpoint every N steps"))
     device: str = field(

@@ -7,8 +7,13 @@ The rules it keeps, and the modules that keep them:
 
 - Loss only on the body (`batches`, `losses`): prompt tokens (imports, class header, signature,
   docstring) and padding have label -100; the target is the body and `<|endoftext|>`. A step's
-  loss is the mean over every target token of its micro-batches (token-weighted, whatever
-  `grad_accum` is).
+  loss is the mean over every target token of its micro-batches (token-weighted, however its
+  exercises are split or packed).
+- Throughput (`batches`): a step's exercises are packed (`pack`, auto: on CUDA) into rows of
+  `pack_len` tokens with no attention across exercises, as many rows per micro-batch as the free
+  GPU memory holds (`micro_tokens`). The loss stays on the device until a log, eval or
+  checkpoint is due (one sync then, for all pending steps); token counts are known on the host.
+  AdamW is fused on CUDA.
 - Precision (`model`, after `phi_lsp.runtime.devices`): fp32 on CPU; on CUDA, bf16 (fp16 where
   bf16 is missing) with autocast, and flash-attention 2 when flash-attn is installed (SDPA
   otherwise). `quantization=nf4` loads the base model in 4-bit NF4 through bitsandbytes
@@ -37,7 +42,14 @@ from typing import Any
 
 import torch
 
-from phi_lsp.finetune.batches import collate, encode, step_batches, target_count
+from phi_lsp.finetune.batches import (
+    Layout,
+    encode,
+    micro_batches,
+    micro_tokens_for_memory,
+    step_batches,
+    target_count,
+)
 from phi_lsp.finetune.checkpoint import (
     CHECKPOINT,
     Interrupted,
@@ -50,9 +62,9 @@ from phi_lsp.finetune.checkpoint import (
 )
 from phi_lsp.finetune.config import TrainConfig
 from phi_lsp.finetune.dataset import load_dataset
-from phi_lsp.finetune.losses import evaluate, loss_filter, token_loss_sum
+from phi_lsp.finetune.losses import backward_step, evaluate, loss_filter
 from phi_lsp.finetune.model import add_lora, load_base_model, resolve_hf_dir
-from phi_lsp.runtime.devices import eos_token_id, pick_device, pick_dtype
+from phi_lsp.runtime.devices import eos_token_id, pick_attention, pick_device, pick_dtype
 
 
 @dataclass
@@ -119,6 +131,26 @@ def train(
     ]
 
     # ---------------------------------------------------------------------------------------
+    # Micro-batches: unpacked, batch_size exercises each; packed, rows of pack_len tokens, as
+    # many as `micro_tokens` holds (auto: from the free GPU memory after loading on CUDA, the
+    # tokens of batch_size full-length exercises elsewhere). A resumed run keeps its layout.
+    attention = pick_attention(device, dtype, cfg.attention)
+    layout = Layout(pack_len=0, rows=cfg.batch_size, attention=attention)
+    if cfg.pack == "on" or (cfg.pack == "auto" and device == "cuda"):
+        pack_len = max(cfg.pack_len, 1)
+        micro_tokens = cfg.micro_tokens or cfg.batch_size * cfg.max_seq_len
+        if device == "cuda" and not cfg.micro_tokens:
+            micro_tokens = micro_tokens_for_memory(
+                torch.cuda.mem_get_info()[0],
+                model.config.to_dict(),
+                torch.finfo(dtype).bits // 8,
+                attention,
+                pack_len,
+                cfg.gradient_checkpointing,
+            )
+        layout = Layout(pack_len, max(1, micro_tokens // pack_len), attention)
+
+    # ---------------------------------------------------------------------------------------
     # Base-model loss filter (Refact's rule): an exercise the base model finds very surprising
     # is likely noise. Computed once, before any update (the LoRA B matrices start at zero, so
     # this is the base model); the kept ids are saved so that a resumed run trains on the same.
@@ -134,6 +166,7 @@ def train(
             eos,
             device,
             autocast,
+            layout,
         )
         write_json(filter_path, filter_report)
     filter_report = json.loads(filter_path.read_text())
@@ -144,23 +177,32 @@ def train(
         raise ValueError("the loss filter dropped every training exercise")
 
     # ---------------------------------------------------------------------------------------
-    # Optimizer and schedule: AdamW on the LoRA weights, linear warmup then cosine decay.
+    # Optimizer and schedule: AdamW on the LoRA weights (one fused kernel on CUDA), linear
+    # warmup then cosine decay.
     optimizer = torch.optim.AdamW(
-        trainable, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay
+        trainable,
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        weight_decay=cfg.weight_decay,
+        **({"fused": True} if device == "cuda" else {"foreach": True}),
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
 
     # ---------------------------------------------------------------------------------------
-    # Resume: weights, optimizer, scheduler, RNG states, data position, history.
+    # Resume: weights, optimizer, scheduler, RNG states, data position, history, layout.
     step = 0
     history: dict[str, Any] = {"train": [], "eval": [], "trainable_params": n_trainable}
     if resuming:
         step, history = restore_checkpoint(ckpt_path, model, optimizer, scheduler, cfg, device)
+        layout = Layout(**{**vars(layout), **history.get("layout", {})})
+    history["layout"] = {"pack_len": layout.pack_len, "rows": layout.rows}
 
     # ---------------------------------------------------------------------------------------
     # The loop. Evaluate at the top (step 0 is the base model), take one optimizer step of
-    # grad_accum micro-batches, checkpoint at the bottom.
-    micro = cfg.batch_size
+    # batch_size · grad_accum exercises, log and checkpoint at the bottom. The step losses stay
+    # on the device (`pending`) until a log, eval or checkpoint reads them all at once.
+    pending: list[tuple[int, torch.Tensor, float]] = []
+    window_start, window_tokens = time.perf_counter(), 0
     bar = tqdm(
         total=cfg.max_steps,
         initial=step,
@@ -174,25 +216,19 @@ def train(
         while True:
             due = step % cfg.eval_every == 0 or step == cfg.max_steps
             if due and (not history["eval"] or history["eval"][-1][0] != step):
-                val = evaluate(model, val_rows, micro, eos, device, autocast)
+                log_steps(history, pending, window_tokens, window_start, bar)
+                val = evaluate(model, val_rows, layout, eos, device, autocast)
                 history["eval"].append([step, val])
                 if val is not None:
                     tqdm.write(f"step {step}: val loss {val:.4f}", file=sys.stderr)
+                window_start, window_tokens = time.perf_counter(), 0
             if step >= cfg.max_steps:
                 break
 
-            t0 = time.perf_counter()
-            batches = step_batches(len(train_rows), cfg.seed, step, micro, cfg.grad_accum)
-            targets_in_step = target_count([train_rows[i] for chunk in batches for i in chunk])
-            loss_total, tokens = 0.0, 0
-            for chunk in batches:
-                ids, mask, labels = collate([train_rows[i] for i in chunk], eos, device)
-                with autocast:
-                    logits = model(input_ids=ids, attention_mask=mask).logits
-                loss = token_loss_sum(logits, labels) / targets_in_step
-                loss.backward()
-                loss_total += loss.item()
-                tokens += int(mask.sum())
+            chunks = step_batches(len(train_rows), cfg.seed, step, cfg.batch_size, cfg.grad_accum)
+            rows = [train_rows[i] for chunk in chunks for i in chunk]
+            batches = micro_batches(rows, layout, eos)
+            loss = backward_step(model, batches, target_count(rows), device, attention, autocast)
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             lr = optimizer.param_groups[0]["lr"]
@@ -200,18 +236,19 @@ def train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            seconds = time.perf_counter() - t0
-            history["train"].append([step, loss_total, tokens / seconds, lr])
+            pending.append((step, loss, lr))
+            window_tokens += sum(mb.tokens for mb in batches)
             bar.update(1)
-            bar.set_postfix(
-                loss=f"{loss_total:.3f}", tok_s=f"{tokens / seconds:.0f}", lr=f"{lr:.2e}"
-            )
 
             if on_step is not None:
                 on_step(step)
             stopping = stop.is_set()  # read once: a signal from now on stops after the next step
-            if step % cfg.checkpoint_every == 0 or stopping:
-                save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, history)
+            checkpoint = step % cfg.checkpoint_every == 0 or stopping
+            if checkpoint or step % cfg.log_every == 0 or step == cfg.max_steps:
+                log_steps(history, pending, window_tokens, window_start, bar)
+                if checkpoint:
+                    save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, history)
+                window_start, window_tokens = time.perf_counter(), 0
             if stopping:
                 bar.close()
                 raise Interrupted(step)
@@ -219,6 +256,8 @@ def train(
 
     # ---------------------------------------------------------------------------------------
     # The result: the adapter folder (written atomically), the final checkpoint, the history.
+    if device == "cuda":  # the peak, to check the micro-batch memory rule against
+        history["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
     save_checkpoint(ckpt_path, model, optimizer, scheduler, step, cfg, history)
     adapter_dir = run_dir / "adapter"
     save_adapter(model, adapter_dir)
@@ -238,6 +277,28 @@ def train(
         base_hf_dir=base_hf_dir,
         device=device,
     )
+
+
+# --- logging -------------------------------------------------------------------------------------
+
+
+def log_steps(
+    history: dict[str, Any],
+    pending: list[tuple[int, torch.Tensor, float]],
+    tokens: int,
+    since: float,
+    bar: Any,
+) -> None:
+    """The pending steps' losses off the device (one sync for them all) into history["train"],
+    each with the tokens/s of the window since `since` (timed after the sync)."""
+    if not pending:
+        return
+    losses = torch.stack([loss for _, loss, _ in pending]).tolist()
+    speed = tokens / max(time.perf_counter() - since, 1e-9)
+    for (step, _, lr), loss in zip(pending, losses, strict=True):
+        history["train"].append([step, loss, speed, lr])
+    bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{speed:.0f}", lr=f"{pending[-1][2]:.2e}")
+    pending.clear()
 
 
 # --- schedule ------------------------------------------------------------------------------------
