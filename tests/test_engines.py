@@ -128,10 +128,16 @@ def lookup_engine(tiny_model: TinyModel, backend: str, draft_tokens: int) -> Eng
         return LlamaCppEngine(tiny_model.gguf_f32, n_threads=2, prompt_lookup_tokens=draft_tokens)
     from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 
-    return TransformersEngine(tiny_model.hf_dir, device="cpu", prompt_lookup_tokens=draft_tokens)
+    decoding = "static" if backend == "transformers-static" else "auto"
+    return TransformersEngine(
+        tiny_model.hf_dir,
+        device="cpu",
+        prompt_lookup_tokens=draft_tokens,
+        compiled_decoding=decoding,
+    )
 
 
-@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers", "transformers-static"])
 def test_prompt_lookup_decoding_gives_the_same_greedy_text(
     tiny_model: TinyModel, backend: str
 ) -> None:
@@ -205,7 +211,7 @@ def test_warm_stops_within_one_piece(engine: Engine) -> None:
     timer.join()
 
 
-@pytest.mark.parametrize("backend", ["llamacpp", "transformers"])
+@pytest.mark.parametrize("backend", ["llamacpp", "transformers", "transformers-static"])
 def test_logprobs_with_prompt_lookup_equal_the_plain_paths(
     tiny_model: TinyModel, backend: str
 ) -> None:

@@ -12,7 +12,7 @@ from needs import need_module
 
 from phi_lsp.errors import ModelLoadError
 from phi_lsp.runtime.engines.base import GenerationRequest
-from phi_lsp.runtime.engines.static_decoding import StaticDecoder, decoding_plan
+from phi_lsp.runtime.engines.static_decoding import StaticDecoder, decoding_plan, lookup_draft
 from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 from testkit.tinymodel import TinyModel
 
@@ -114,6 +114,43 @@ def test_the_decode_step_traces_as_one_graph(tiny_model: TinyModel) -> None:
         assert got.text == want.text and got.token_logprobs == pytest.approx(want.token_logprobs)
 
 
+def test_lookup_drafts_what_followed_the_last_ngram_earlier() -> None:
+    history = [5, 6, 7, 8, 9, 1, 2, 6, 7, 3, 5, 6, 7]
+    assert lookup_draft(history, 3) == [8, 9, 1]  # "5 6 7" came before, followed by 8 9 1
+    assert lookup_draft([1, 2, 6, 7, 3, 9, 6, 7], 2) == [3, 9]  # no 3-gram: the 2-gram "6 7"
+    assert lookup_draft([1, 2, 3, 4], 4) == []  # nothing repeats
+    # The tail's bytes (00 00 00 01 00 00 00 00) also appear one byte into 5, 1, 256: no match.
+    assert lookup_draft([5, 1, 256, 99, 1 << 24, 0], 2) == []
+    assert lookup_draft([7, 7, 7, 7, 7], 8) == [7]  # the most recent earlier occurrence
+
+
+@pytest.mark.parametrize("decoding", ["static", "trace"])
+def test_prompt_lookup_on_the_static_path_keeps_drafts_and_the_text(
+    trained_model: TinyModel, tiny_model: TinyModel, decoding: str
+) -> None:
+    """Code repeats itself: with drafts copied from the prompt, the model agrees with many of
+    them, and what it writes is what it writes without them, also after a draft it rejected
+    half-way (the random tiny model loops, so long generations draft and reject often)."""
+    add = PROMPTS[0] + "    return a + b\n\n\n"  # the memorized body, earlier in the file
+    greet = PROMPTS[2] + 'lo, " + name\n\n\n'
+    cases = [
+        (trained_model, [add * 2 + PROMPTS[0], greet + PROMPTS[2], "".join(PROMPTS) * 2], 40),
+        (tiny_model, [PROMPTS[0] * 3, PROMPTS[1] + "2 == 0\n\n\n" + PROMPTS[0]], 60),
+    ]
+    for model, prompts, new_tokens in cases:
+        plain = TransformersEngine(model.hf_dir, device="cpu", compiled_decoding="off")
+        lookup = TransformersEngine(
+            model.hf_dir, device="cpu", compiled_decoding=decoding, prompt_lookup_tokens=6
+        )
+        assert lookup.decoder is not None and lookup.decoder.draft == 6
+        for prompt in prompts:
+            request = GenerationRequest(prompt, max_new_tokens=new_tokens)
+            want = plain.generate(request, threading.Event())
+            got = lookup.generate(request, threading.Event())
+            assert (got.text, got.stopped) == (want.text, want.stopped)
+        assert 0 < lookup.decoder.accepted < lookup.decoder.drafted  # kept some, rejected some
+
+
 def test_an_unknown_compile_mode_is_refused(tiny_model: TinyModel) -> None:
     (static,) = engines(tiny_model, "static")
     with pytest.raises(ValueError, match="compile must be one of"):
@@ -151,6 +188,14 @@ def test_cuda_graph_decoding_matches_generate(trained_model: TinyModel, quantiza
     request = GenerationRequest(PROMPTS[0], max_new_tokens=100, is_done=cancel_after_three)
     cut = compiled.generate(request, stop)
     assert cut.stopped == "cancelled" and 3 <= cut.generated_tokens <= 4
+    lookup = TransformersEngine(
+        trained_model.hf_dir, device="cuda", quantization=quantization, prompt_lookup_tokens=6
+    )
+    repeated = "".join(PROMPTS) * 2
+    request = GenerationRequest(repeated, max_new_tokens=40)
+    assert lookup.generate(request, threading.Event()).text == (
+        plain.generate(request, threading.Event()).text
+    )
 
 
 def test_a_cache_that_disagrees_with_the_model_is_refused_at_load(

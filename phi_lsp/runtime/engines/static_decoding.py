@@ -18,6 +18,7 @@ import inspect
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,9 +79,12 @@ class Decoded:
 
 
 class StaticDecoder:
-    """The model, a static KV cache of `capacity` positions, and the token ids it holds."""
+    """The model, a static KV cache of `capacity` positions, and the token ids it holds.
 
-    def __init__(self, model: Any, capacity: int, compile: str = "off") -> None:
+    With `draft` > 0 (prompt lookup) a second fixed-shape step checks a token and `draft`
+    drafted ones in one call: compiled too, it costs about one decode step."""
+
+    def __init__(self, model: Any, capacity: int, compile: str = "off", draft: int = 0) -> None:
         if compile not in COMPILE_OPTIONS:
             raise ValueError(f"compile must be one of {sorted(COMPILE_OPTIONS)}, not {compile!r}")
         self.model, self.capacity, self.compile = model, capacity, compile
@@ -90,11 +94,17 @@ class StaticDecoder:
         self.ids: list[int] = []  # the token ids whose keys and values are in the cache
         self._token = torch.zeros((1, 1), dtype=torch.long, device=self.device)
         self._position = torch.zeros((1,), dtype=torch.long, device=self.device)
+        self.draft = draft
+        self._drafts = torch.zeros((1, draft + 1), dtype=torch.long, device=self.device)
+        self._positions = torch.zeros((draft + 1,), dtype=torch.long, device=self.device)
+        self.drafted = self.accepted = 0  # prompt lookup's draft tokens, and those it kept
         options = COMPILE_OPTIONS[compile]
         self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._forward
+        self._verify: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._forward_all
         self.compile_seconds = 0.0
         if options is not None:
             self._step = torch.compile(self._forward, **options)
+            self._verify = torch.compile(self._forward_all, **options)
             self.compile_seconds = self._compile_now()
         self._check()
 
@@ -102,15 +112,22 @@ class StaticDecoder:
 
     def _forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits of the last position (fp32) after writing `tokens` at `positions`."""
+        return self._logits(tokens, positions, 1)[:, -1]
+
+    def _forward_all(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits of every position, [len(tokens), vocab] (fp32)."""
+        return self._logits(tokens, positions, 0)[0]
+
+    def _logits(self, tokens: torch.Tensor, positions: torch.Tensor, keep: int) -> torch.Tensor:
         out = self.model(
             input_ids=tokens,
             position_ids=positions.unsqueeze(0),
             cache_position=positions,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
             **{self._cache_arg: self.cache},
         )
-        return out.logits[:, -1].float()
+        return out.logits.float()
 
     def _seek(self, length: int) -> None:
         """Make `length` the next write position (transformers ≥ 5 keeps it in each layer)."""
@@ -128,6 +145,9 @@ class StaticDecoder:
             self.prefill(warmup, threading.Event(), reuse=False)
             for _ in range(3):  # cudagraph trees record on the second or third call
                 self.step(0)
+                if self.draft:
+                    self.verify([0] * (self.draft + 1))
+                    self._seek(len(self.ids) - self.draft)
         self._seek(0)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -211,6 +231,25 @@ class StaticDecoder:
         self.ids.append(token)
         return logits.clone() if self.compile == "cuda-graphs" else logits
 
+    def verify(self, tokens: list[int]) -> torch.Tensor:
+        """Write a token and `draft` drafted ones (exactly `draft` + 1) at the next positions;
+        the logits after each, [draft + 1, vocab]. The caller `rewind`s what it rejects."""
+        self._drafts.copy_(torch.tensor([tokens], device=self.device))
+        torch.arange(len(self.ids), len(self.ids) + len(tokens), out=self._positions)
+        if self.compile == "cuda-graphs":
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            logits = self._verify(self._drafts, self._positions)
+        except BaseException:
+            self._seek(0)
+            raise
+        self.ids.extend(tokens)
+        return logits.clone() if self.compile == "cuda-graphs" else logits
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from `length` on (drafted tokens the model did not write)."""
+        self._seek(length)
+
     def room(self) -> int:
         """Positions left after the current contents."""
         return self.capacity - len(self.ids)
@@ -241,6 +280,22 @@ def choose(logits: torch.Tensor, temperature: float, constraint: Constraint) -> 
     return token, logprob
 
 
+def lookup_draft(history: list[int], size: int, ngrams: tuple[int, ...] = (3, 2)) -> list[int]:
+    """Prompt lookup: the `size` tokens that followed the latest earlier occurrence of the
+    history's last 3 (else 2) tokens; [] when there is none. Searched as bytes (C speed)."""
+    data = array("i", history).tobytes()
+    for n in ngrams:
+        if len(history) <= n:
+            continue
+        tail = data[-4 * n :]
+        at = data.rfind(tail, 0, len(data) - 4)  # ends before the last token: not the tail
+        while at > 0 and at % 4:  # a match must start on a token boundary
+            at = data.rfind(tail, 0, at + len(tail) - 1)
+        if at >= 0 and not at % 4:
+            return history[at // 4 + n : at // 4 + n + size]
+    return []
+
+
 def decode(
     decoder: StaticDecoder,
     logits: torch.Tensor,
@@ -249,18 +304,51 @@ def decode(
     constraint: Constraint,
     eos_id: int,
     should_stop: Callable[[list[int]], str],
+    lookup: bool = False,
 ) -> Decoded:
     """Generate up to `max_new` tokens from `logits` (the prompt's last). `should_stop(tokens)`
-    is asked after every token and returns a reason ("" to go on)."""
+    is asked after every token and returns a reason ("" to go on). With `lookup` (greedy), a
+    step also checks up to `decoder.draft` tokens copied from earlier in the text and keeps
+    those the model would have written itself."""
     out = Decoded()
-    while len(out.tokens) < max_new:
-        token, logprob = choose(logits, temperature, constraint)
+
+    def take(token: int, logprob: float) -> bool:
+        """Record a token; whether decoding is over."""
         out.tokens.append(token)
         out.logprobs.append(logprob)
         if token == eos_id:
-            return out
+            return True
         out.reason = should_stop(out.tokens)
-        if out.reason or len(out.tokens) == max_new or decoder.room() <= 0:
+        return bool(out.reason) or len(out.tokens) == max_new
+
+    token, logprob = choose(logits, temperature, constraint)
+    if take(token, logprob):
+        return out
+    while decoder.room() > 0:
+        draft: list[int] = []
+        if lookup and constraint.done and decoder.room() > decoder.draft > 0:
+            draft = lookup_draft([*decoder.ids, token], decoder.draft)
+        if not draft:
+            token, logprob = choose(decoder.step(token), temperature, constraint)
+            if take(token, logprob):
+                return out
+            continue
+        start = len(decoder.ids)
+        checked = decoder.verify([token, *draft, *[draft[-1]] * (decoder.draft - len(draft))])
+        best = checked.argmax(-1)
+        logprobs = torch.log_softmax(checked, dim=-1).gather(-1, best[:, None])[:, 0].tolist()
+        best_ids = best.tolist()
+        kept = 0
+        while kept < len(draft) and best_ids[kept] == draft[kept]:
+            kept += 1
+            if take(draft[kept - 1], logprobs[kept - 1]):
+                break
+        decoder.drafted += len(draft)
+        decoder.accepted += kept
+        decoder.rewind(start + 1 + kept)  # the token and the drafts the model agreed with
+        if out.reason or len(out.tokens) == max_new or out.tokens[-1] == eos_id:
             return out
-        logits = decoder.step(token)
+        token, logprob = best_ids[kept], logprobs[kept]
+        if take(token, logprob):
+            return out
     return out

@@ -179,7 +179,7 @@ class TransformersEngine:
         if plan is None:
             return None
         try:
-            return StaticDecoder(self.model, self.n_ctx, plan)
+            return StaticDecoder(self.model, self.n_ctx, plan, self.prompt_lookup_tokens)
         except Exception as exc:
             if strict:
                 raise ModelLoadError(
@@ -217,8 +217,8 @@ class TransformersEngine:
 
         lookup = bool(self.prompt_lookup_tokens) and request.temperature == 0
         lookup = lookup and not request.logprobs
-        if self.decoder is not None and not lookup and len(ids) + max_new <= self.n_ctx:
-            run = self._decode_static(ids, request, constraint, max_new, ask, stop)
+        if self.decoder is not None and len(ids) + max_new <= self.n_ctx:
+            run = self._decode_static(ids, request, constraint, max_new, ask, stop, lookup)
         else:
             run = self._decode_generate(ids, request, constraint, max_new, ask, lookup)
         new, logprobs = run.tokens, run.logprobs
@@ -245,15 +245,24 @@ class TransformersEngine:
         max_new: int,
         ask: Callable[[list[int]], str],
         stop: threading.Event,
+        lookup: bool,
     ) -> _Run:
-        """The compiled path: prefill into the static cache, then one graph call per token."""
+        """The compiled path: prefill into the static cache, then one graph call per token
+        (with prompt lookup, one call per token and its drafts)."""
         assert self.decoder is not None
         with torch.inference_mode():
             logits, reused = self.decoder.prefill(ids, stop, reuse=not request.fresh)
             if logits is None:
                 return _Run(reason="cancelled")
             out = decode(
-                self.decoder, logits, max_new, request.temperature, constraint, self.eos_id, ask
+                self.decoder,
+                logits,
+                max_new,
+                request.temperature,
+                constraint,
+                self.eos_id,
+                ask,
+                lookup,
             )
         return _Run(out.tokens, out.logprobs if request.logprobs else [], out.reason, reused)
 
@@ -306,14 +315,14 @@ class TransformersEngine:
         return _Run(new, logprobs, criteria.reason, reused)
 
     def warm(self, prompt: str, stop: threading.Event) -> int:
-        if self.prompt_lookup_tokens:
-            return 0  # generate() does not reuse the cache with prompt lookup
         ids = self.tokenize(prompt)
         if len(ids) < 2:
             return 0
         if self.decoder is not None:
             with torch.inference_mode():
                 return self.decoder.warm(ids[: self.n_ctx], stop)
+        if self.prompt_lookup_tokens:
+            return 0  # generate() does not reuse the cache with prompt lookup
         # A token that never matches: every token of `ids` that is cached can be reused.
         reused, cache = self._reusable_cache([*ids, -1])
         done = reused
