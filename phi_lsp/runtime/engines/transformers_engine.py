@@ -306,7 +306,8 @@ class TransformersEngine:
             self._cache, self._cache_ids = None, []  # written half-way (e.g. CUDA OOM): unusable
             raise
         assert not isinstance(out, torch.Tensor)  # return_dict_in_generate=True
-        self._keep_cache(out.past_key_values if cache is not None else None, out.sequences[0])
+        kept = getattr(out, cache_argument(self.model)) if cache is not None else None
+        self._keep_cache(kept, out.sequences[0])
         new = out.sequences[0, len(ids) :].tolist()
         logprobs = []
         if request.logprobs and out.logits:
