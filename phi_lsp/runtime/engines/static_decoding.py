@@ -158,17 +158,21 @@ class StaticDecoder:
     def _check(self) -> None:
         """Refuse to serve if the cache path disagrees with a plain forward pass: a transformers
         release that moves the cache's write position elsewhere, or an attention kernel that
-        ignores the mask, would otherwise serve confident nonsense."""
-        ids = [(7 * i + 3) % int(self.model.config.vocab_size) for i in range(9)]
+        ignores the mask, would otherwise serve confident nonsense. Both compiled steps are
+        checked (the drafts' one when prompt lookup is on)."""
+        vocab = int(self.model.config.vocab_size)
+        ids = [(7 * i + 3) % vocab for i in range(10 + self.draft)]
         with torch.inference_mode():
             self.prefill(ids[:4], threading.Event(), reuse=False)
             self.prefill(ids[:2] + ids[4:8], threading.Event())  # reuse 2, overwrite 2
             self.prefill(ids[:8], threading.Event())  # reuse 2 again: stale positions behind
-            got = self.step(ids[8])
+            got = [self.step(ids[8])[0]]
+            if self.draft:
+                got.extend(self.verify(ids[9:]))
             plain = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
-            want = plain.logits[:, -1].float()
+            want = plain.logits[0, 8 : 8 + len(got)].float()
         self._seek(0)
-        worst = float((got - want).abs().max())
+        worst = float((torch.stack(got) - want).abs().max())
         scale = float(want.abs().max())
         tolerance = 1e-3 * (1 + scale) if self.model.dtype == torch.float32 else 0.05 * (1 + scale)
         if worst > tolerance:
