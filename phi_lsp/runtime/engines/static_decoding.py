@@ -225,29 +225,33 @@ class StaticDecoder:
         """Write one token at the next position and return the next logits (one graph call)."""
         self._token.fill_(token)
         self._position.fill_(len(self.ids))
-        if self.compile == "cuda-graphs":
-            torch.compiler.cudagraph_mark_step_begin()
-        try:
-            logits = self._step(self._token, self._position)
-        except BaseException:
-            self._seek(0)
-            raise
-        self.ids.append(token)
-        return logits.clone() if self.compile == "cuda-graphs" else logits
+        return self._call(self._step, self._token, self._position, [token])
 
     def verify(self, tokens: list[int]) -> torch.Tensor:
         """Write a token and `draft` drafted ones (exactly `draft` + 1) at the next positions;
         the logits after each, [draft + 1, vocab]. The caller `rewind`s what it rejects."""
         self._drafts.copy_(torch.tensor([tokens], device=self.device))
         torch.arange(len(self.ids), len(self.ids) + len(tokens), out=self._positions)
+        return self._call(self._verify, self._drafts, self._positions, tokens)
+
+    def _call(
+        self,
+        graph: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        tokens: torch.Tensor,
+        positions: torch.Tensor,
+        written: list[int],
+    ) -> torch.Tensor:
+        """Run a (compiled) step on its fixed input buffers. A CUDA graph reuses its output
+        memory on the next replay, so its logits are copied out; a failure (out of memory)
+        leaves a cache written half-way, so it is forgotten."""
         if self.compile == "cuda-graphs":
             torch.compiler.cudagraph_mark_step_begin()
         try:
-            logits = self._verify(self._drafts, self._positions)
+            logits = graph(tokens, positions)
         except BaseException:
             self._seek(0)
             raise
-        self.ids.extend(tokens)
+        self.ids.extend(written)
         return logits.clone() if self.compile == "cuda-graphs" else logits
 
     def rewind(self, length: int) -> None:
