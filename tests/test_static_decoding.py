@@ -106,7 +106,7 @@ def test_the_decode_step_traces_as_one_graph(tiny_model: TinyModel) -> None:
     """fullgraph=True: a graph break (a Python branch on a tensor, a `.item()`) fails here, on
     CPU in seconds, before it would cost CUDA graphs their speed on a GPU."""
     static, traced = engines(tiny_model, "static", "trace")
-    assert traced.decoder is not None and traced.decoder.compile_seconds > 0
+    assert traced.decoding == "static/trace"  # compiled by dynamo at load, not generate()
     for prompt in PROMPTS[:2]:
         request = GenerationRequest(prompt, max_new_tokens=20, logprobs=True)
         want = static.generate(request, threading.Event())

@@ -66,18 +66,17 @@ def pick_attention(device: str, dtype: torch.dtype, requested: str = "auto") -> 
     return "sdpa"
 
 
-def sdpa_kernels(dtype: torch.dtype, heads: int, head_dim: int) -> list[str]:
-    """The SDPA kernels that run a masked decode step of this shape on CUDA (what the static
-    KV cache's step asks for: one query over a masked run of keys), fastest first as torch
-    tries them; the first is the one that runs. Empty off CUDA."""
+def sdpa_decode_kernel(dtype: torch.dtype, heads: int, head_dim: int) -> str | None:
+    """The SDPA kernel that runs a masked decode step of this shape on CUDA (what the static
+    KV cache's step asks for: one query over a masked run of keys): the first of torch's
+    kernels, fastest first, that accepts it. None off CUDA."""
     if not torch.cuda.is_available():
-        return []
+        return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     q = torch.zeros((1, heads, 1, head_dim), dtype=dtype, device="cuda")
     k = torch.zeros((1, heads, 64, head_dim), dtype=dtype, device="cuda")
     mask = torch.ones((1, 1, 1, 64), dtype=torch.bool, device="cuda")
-    found = []
     for name in ("FLASH_ATTENTION", "CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "MATH"):
         backend = getattr(SDPBackend, name, None)
         if backend is None:
@@ -87,8 +86,8 @@ def sdpa_kernels(dtype: torch.dtype, heads: int, head_dim: int) -> list[str]:
                 torch.nn.functional.scaled_dot_product_attention(q, k, k, attn_mask=mask)
         except RuntimeError:
             continue
-        found.append(name.lower())
-    return found
+        return name.lower()
+    return None
 
 
 def nf4_config(dtype: torch.dtype) -> Any:

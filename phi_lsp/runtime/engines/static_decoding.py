@@ -71,11 +71,13 @@ def cache_argument(model: Any) -> str:
 
 @dataclass
 class Decoded:
-    """What one decode loop produced, and why it ended ("" when it ran out of tokens)."""
+    """What one decoding run produced: the new tokens (eos included), their log-probs, why it
+    ended ("": eos or length) and how many prompt tokens came from the cache."""
 
     tokens: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     reason: str = ""
+    reused: int = 0
 
 
 class StaticDecoder:
@@ -212,12 +214,7 @@ class StaticDecoder:
             start = len(self.ids)
             positions = torch.arange(start, start + len(piece), device=self.device)
             tokens = torch.tensor([piece], device=self.device)
-            try:
-                logits = self._forward(tokens, positions)
-            except BaseException:
-                self._seek(0)  # written half-way (e.g. CUDA out of memory): start over
-                raise
-            self.ids.extend(piece)
+            logits = self._call(self._forward, tokens, positions, piece)
             done += len(piece)
         return logits
 
@@ -241,9 +238,10 @@ class StaticDecoder:
         positions: torch.Tensor,
         written: list[int],
     ) -> torch.Tensor:
-        """Run a (compiled) step on its fixed input buffers. A CUDA graph reuses its output
-        memory on the next replay, so its logits are copied out; a failure (out of memory)
-        leaves a cache written half-way, so it is forgotten."""
+        """Run a forward pass that writes `written` into the cache: a prefill piece, or a
+        compiled step on its fixed input buffers. A CUDA graph reuses its output memory on the
+        next replay, so its logits are copied out; a failure (out of memory) leaves a cache
+        written half-way, so it is forgotten."""
         if self.compile == "cuda-graphs":
             torch.compiler.cudagraph_mark_step_begin()
         try:
@@ -263,18 +261,25 @@ class StaticDecoder:
         return self.capacity - len(self.ids)
 
 
+def heal_mask(scores: torch.Tensor, constraint: Constraint) -> torch.Tensor:
+    """`scores` ([1, vocab]) with every token healing does not allow yet at -inf (as they are
+    while it has nothing to say). Notes in `constraint.forced` when the model's own first
+    choice was refused."""
+    allowed = constraint.allowed()
+    if allowed is None:
+        return scores
+    index = torch.from_numpy(allowed).to(scores.device)
+    masked = torch.full_like(scores, -float("inf"))
+    masked[:, index] = scores[:, index]
+    if not torch.isfinite(masked[0, int(scores[0].argmax())]):
+        constraint.forced = True
+    return masked
+
+
 def choose(logits: torch.Tensor, temperature: float, constraint: Constraint) -> tuple[int, float]:
     """The next token (greedy, or sampled with top-p 0.95) and its log-probability under the
     unconstrained distribution; `constraint` masks tokens while healing."""
-    scores = logits[0]
-    allowed = constraint.allowed()
-    if allowed is not None:
-        masked = torch.full_like(scores, -float("inf"))
-        index = torch.from_numpy(allowed).to(scores.device)
-        masked[index] = scores[index]
-        if not torch.isfinite(masked[int(scores.argmax())]):
-            constraint.forced = True
-        scores = masked
+    scores = heal_mask(logits, constraint)[0]
     if temperature > 0:
         probs = torch.softmax(scores / temperature, dim=-1)
         sorted_probs, order = probs.sort(descending=True)
@@ -346,15 +351,14 @@ def decode(
         best = checked.argmax(-1)
         logprobs = torch.log_softmax(checked, dim=-1).gather(-1, best[:, None])[:, 0].tolist()
         best_ids = best.tolist()
-        kept = 0
-        while kept < len(draft) and best_ids[kept] == draft[kept]:
+        kept, over = 0, False
+        while not over and kept < len(draft) and best_ids[kept] == draft[kept]:
+            over = take(draft[kept], logprobs[kept])
             kept += 1
-            if take(draft[kept - 1], logprobs[kept - 1]):
-                break
         decoder.drafted += len(draft)
         decoder.accepted += kept
         decoder.rewind(start + 1 + kept)  # the token and the drafts the model agreed with
-        if out.reason or len(out.tokens) == max_new or out.tokens[-1] == eos_id:
+        if over:
             return out
         token, logprob = best_ids[kept], logprobs[kept]
         if take(token, logprob):

@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +33,18 @@ from phi_lsp.runtime.devices import (
     pick_attention,
     pick_device,
     pick_dtype,
-    sdpa_kernels,
+    sdpa_decode_kernel,
 )
 from phi_lsp.runtime.engines.base import Generation, GenerationRequest, common_prefix
 from phi_lsp.runtime.engines.healing import Constraint, TokenTable, hf_pieces, text_after
 from phi_lsp.runtime.engines.static_decoding import (
+    WARM_CHUNK,
+    Decoded,
     StaticDecoder,
     cache_argument,
     decode,
     decoding_plan,
+    heal_mask,
 )
 
 log = logging.getLogger(__name__)
@@ -74,30 +76,7 @@ class _Healing(LogitsProcessor):
             return scores
         if input_ids.shape[1] > self.prompt_len:
             self.constraint.advance(int(input_ids[0, -1]))
-        allowed = self.constraint.allowed()
-        if allowed is None:
-            return scores
-        index = torch.from_numpy(allowed).to(scores.device)
-        masked = torch.full_like(scores, -float("inf"))
-        masked[:, index] = scores[:, index]
-        if not torch.isfinite(masked[0, int(scores[0].argmax())]):
-            self.constraint.forced = True
-        return masked
-
-
-# Prompt tokens per forward pass when prefilling ahead of a request (see `warm`).
-WARM_CHUNK = 64
-
-
-@dataclass
-class _Run:
-    """One decoding run: the new tokens (eos included), their log-probs, why it stopped ("":
-    eos or length) and how many prompt tokens came from the cache."""
-
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    reason: str = ""
-    reused: int = 0
+        return heal_mask(scores, self.constraint)
 
 
 class TransformersEngine:
@@ -155,8 +134,8 @@ class TransformersEngine:
         self.decoding = "generate()" if self.decoder is None else f"static/{self.decoder.compile}"
         self.attention = kwargs["attn_implementation"]
         if self.attention == "sdpa" and self.device == "cuda":
-            kernels = sdpa_kernels(dtype, self.model.config.num_attention_heads, self._head_dim())
-            self.attention += f" ({kernels[0]} kernel)" if kernels else ""
+            kernel = sdpa_decode_kernel(dtype, self.model.config.num_attention_heads, self._head_dim())
+            self.attention += f" ({kernel} kernel)" if kernel else ""
         log.info(
             "transformers: %s on %s, %s, attention %s, decoding %s",
             path,
@@ -246,14 +225,14 @@ class TransformersEngine:
         ask: Callable[[list[int]], str],
         stop: threading.Event,
         lookup: bool,
-    ) -> _Run:
+    ) -> Decoded:
         """The compiled path: prefill into the static cache, then one graph call per token
         (with prompt lookup, one call per token and its drafts)."""
         assert self.decoder is not None
         with torch.inference_mode():
             logits, reused = self.decoder.prefill(ids, stop, reuse=not request.fresh)
             if logits is None:
-                return _Run(reason="cancelled")
+                return Decoded(reason="cancelled")
             out = decode(
                 self.decoder,
                 logits,
@@ -264,7 +243,10 @@ class TransformersEngine:
                 ask,
                 lookup,
             )
-        return _Run(out.tokens, out.logprobs if request.logprobs else [], out.reason, reused)
+        out.reused = reused
+        if not request.logprobs:
+            out.logprobs = []
+        return out
 
     def _decode_generate(
         self,
@@ -274,7 +256,7 @@ class TransformersEngine:
         max_new: int,
         ask: Callable[[list[int]], str],
         lookup: bool,
-    ) -> _Run:
+    ) -> Decoded:
         """transformers' generate() on a dynamic cache (CPU, MPS, prompt lookup)."""
         input_ids = torch.tensor([ids], device=self.model.device)
         criteria = _StopOnEvent(ask, len(ids))
@@ -313,7 +295,7 @@ class TransformersEngine:
         if request.logprobs and out.logits:
             for step, token in zip(out.logits, new, strict=False):
                 logprobs.append(float(torch.log_softmax(step[0].float(), dim=-1)[token]))
-        return _Run(new, logprobs, criteria.reason, reused)
+        return Decoded(new, logprobs, criteria.reason, reused)
 
     def warm(self, prompt: str, stop: threading.Event) -> int:
         ids = self.tokenize(prompt)
