@@ -66,7 +66,7 @@ def pick_attention(device: str, dtype: torch.dtype, requested: str = "auto") -> 
     return "sdpa"
 
 
-def sdpa_decode_kernel(dtype: torch.dtype, heads: int, head_dim: int) -> str | None:
+def sdpa_decode_kernel(dtype: torch.dtype, config: Any) -> str | None:
     """The SDPA kernel that runs a masked decode step of this shape on CUDA (what the static
     KV cache's step asks for: one query over a masked run of keys): the first of torch's
     kernels, fastest first, that accepts it. None off CUDA."""
@@ -74,6 +74,8 @@ def sdpa_decode_kernel(dtype: torch.dtype, heads: int, head_dim: int) -> str | N
         return None
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
     q = torch.zeros((1, heads, 1, head_dim), dtype=dtype, device="cuda")
     k = torch.zeros((1, heads, 64, head_dim), dtype=dtype, device="cuda")
     mask = torch.ones((1, 1, 1, 64), dtype=torch.bool, device="cuda")

@@ -134,7 +134,7 @@ class TransformersEngine:
         self.decoding = "generate()" if self.decoder is None else f"static/{self.decoder.compile}"
         self.attention = kwargs["attn_implementation"]
         if self.attention == "sdpa" and self.device == "cuda":
-            kernel = sdpa_decode_kernel(dtype, self.model.config.num_attention_heads, self._head_dim())
+            kernel = sdpa_decode_kernel(dtype, self.model.config)
             self.attention += f" ({kernel} kernel)" if kernel else ""
         log.info(
             "transformers: %s on %s, %s, attention %s, decoding %s",
@@ -143,12 +143,6 @@ class TransformersEngine:
             dtype,
             self.attention,
             self.decoding,
-        )
-
-    def _head_dim(self) -> int:
-        config = self.model.config
-        return int(
-            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         )
 
     def _static_decoder(self, plan: str | None, strict: bool) -> StaticDecoder | None:
