@@ -162,7 +162,7 @@ def collate(
         owner=owner,
         packed=packed,
         cu_seqlens=bounds if packed and len(seqs) == 1 else None,
-        tokens=sum(len(r.ids) for r in picked),
+        tokens=bounds[-1],
         targets=target_count(picked),
     )
 
