@@ -23,6 +23,7 @@ timings are real.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -70,13 +71,13 @@ def engine_rows(engine: TransformersEngine, prompt: str, repeats: int, load_ms: 
         return engine.generate(request, threading.Event())
 
     first, _ = timed(lambda: run(prompt, 64))
-    prefill = [timed(lambda: run(prompt, 1))[0] for _ in range(repeats)]
+    prefill = statistics.median(timed(lambda: run(prompt, 1))[0] for _ in range(repeats))
     cold, per_token = [], []
     for _ in range(repeats):
         ms, out = timed(lambda: run(prompt, 64))
         cold.append(ms)
         if out.generated_tokens > 1:
-            per_token.append((ms - statistics.median(prefill)) / (out.generated_tokens - 1))
+            per_token.append((ms - prefill) / (out.generated_tokens - 1))
     typed = []
     for char in "abcdefgh"[: repeats + 1]:
         run(prompt, 16, fresh=False)  # the cache holds the prompt, as after the last keystroke
@@ -85,7 +86,7 @@ def engine_rows(engine: TransformersEngine, prompt: str, repeats: int, load_ms: 
     return {
         "load incl. compile, s": load_ms / 1000,
         "first request (cold → 64), ms": first,
-        "prefill (→ 1 token), ms": statistics.median(prefill),
+        "prefill (→ 1 token), ms": prefill,
         "decode, ms/token": statistics.median(per_token) if per_token else None,
         "cold → 64 new, ms": statistics.median(cold),
         "+1 character → 16 new, ms": statistics.median(typed[1:]),
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if "reference" not in args.skip and args.device == "cuda":
         print("transformers static + compile ...", file=sys.stderr)
         columns["transformers static+compile"] = reference_rows(built.hf_dir, args, prompt)
-    has_bnb = __import__("importlib.util").util.find_spec("bitsandbytes") is not None
+    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
     if "nf4" not in args.skip and has_bnb and args.device == "cuda":
         for name, mode in (("NF4 compiled", args.compiled), ("NF4 generate()", "off")):
             print(f"{name} ...", file=sys.stderr)
