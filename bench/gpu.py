@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def engine_rows(engine: TransformersEngine, prompt: str, repeats: int, load_ms: 
     typed = []
     for char in "abcdefgh"[: repeats + 1]:
         run(prompt, 16, fresh=False)  # the cache holds the prompt, as after the last keystroke
-        ms, _ = timed(lambda typed_text=prompt + char: run(typed_text, 16, fresh=False))
+        ms, _ = timed(partial(run, prompt + char, 16, fresh=False))
         typed.append(ms)
     return {
         "load incl. compile, s": load_ms / 1000,
@@ -99,7 +100,13 @@ def phi_lsp_rows(hf_dir: Path, args: argparse.Namespace, prompt: str, **kw: Any)
     )
     print(f"  {engine.decoding}, attention {engine.attention}", file=sys.stderr)
     try:
-        return engine_rows(engine, prompt, args.repeats, load_ms)
+        rows = engine_rows(engine, prompt, args.repeats, load_ms)
+        decoder = engine.decoder
+        eager_ms, step_ms = decoder.pass_ms if decoder and decoder.pass_ms else (None, None)
+        rows["1-token eager pass (load probe), ms"] = eager_ms
+        rows["1-token compiled step (load probe), ms"] = step_ms
+        rows["prompt tail through the step, tokens"] = decoder.tail_steps if decoder else None
+        return rows
     finally:
         engine.close()
 
@@ -181,7 +188,7 @@ def finetune_tokens_per_s(hf_dir: Path, args: argparse.Namespace, quantization: 
 
 def print_table(columns: dict[str, Row]) -> None:
     names = list(columns)
-    rows = list(next(iter(columns.values())))
+    rows = list(dict.fromkeys(row for column in columns.values() for row in column))
     width = max(len(r) for r in rows)
     print("| " + " | ".join(["".ljust(width), *names]) + " |")
     print("|" + "---|" * (len(names) + 1))
@@ -191,6 +198,26 @@ def print_table(columns: dict[str, Row]) -> None:
             value = columns[name].get(row)
             cells.append("—" if value is None else f"{value:.2f}")
         print("| " + " | ".join([row.ljust(width), *cells]) + " |")
+
+
+def report(args: argparse.Namespace, columns: dict[str, Row], train: dict[str, float]) -> None:
+    """The table so far, the ratios, and the JSON: printed after every stage, so a run cut off
+    by the device's time limit still leaves what it measured."""
+    print(
+        f"\n{'tiny' if args.tiny else 'phi-1'} shape, prompt {args.tokens} tokens, "
+        f"medians of {args.repeats}:"
+    )
+    print_table(columns)
+    compiled, eager = columns.get("phi-lsp compiled", {}), columns.get("phi-lsp generate()", {})
+    for row in ("decode, ms/token", "cold → 64 new, ms", "+1 character → 16 new, ms"):
+        a, b = compiled.get(row), eager.get(row)
+        if a and b:
+            print(f"{row}: generate() / compiled = {b / a:.1f}×")
+    for label, rate in train.items():
+        print(f"finetune {label}: {rate:,.0f} tokens/s ({args.train_batch} exercises per step)")
+    sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps({"engines": columns, "finetune": train}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compiled", default="on", help="compiledDecoding for the compiled column (or static)"
     )
     parser.add_argument("--skip", nargs="*", default=[], help="reference, nf4, finetune")
+    parser.add_argument(
+        "--budget", type=float, default=330, help="seconds; no stage starts after them"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
@@ -221,44 +251,44 @@ def main(argv: list[str] | None = None) -> int:
     prompt = document(AutoTokenizer.from_pretrained(built.hf_dir), args.tokens)
     if torch.cuda.is_available():
         print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}", file=sys.stderr)
+    cuda = args.device == "cuda"
+    nf4 = "nf4" not in args.skip and cuda and importlib.util.find_spec("bitsandbytes") is not None
+    hf = built.hf_dir
     columns: dict[str, Row] = {}
-    print("phi-lsp compiled ...", file=sys.stderr)
-    columns["phi-lsp compiled"] = phi_lsp_rows(
-        built.hf_dir, args, prompt, compiled_decoding=args.compiled
-    )
-    print("phi-lsp eager ...", file=sys.stderr)
-    columns["phi-lsp generate()"] = phi_lsp_rows(
-        built.hf_dir, args, prompt, compiled_decoding="off"
-    )
-    if "reference" not in args.skip and args.device == "cuda":
-        print("transformers static + compile ...", file=sys.stderr)
-        columns["transformers static+compile"] = reference_rows(built.hf_dir, args, prompt)
-    has_bnb = importlib.util.find_spec("bitsandbytes") is not None
-    if "nf4" not in args.skip and has_bnb and args.device == "cuda":
-        for name, mode in (("NF4 compiled", args.compiled), ("NF4 generate()", "off")):
-            print(f"{name} ...", file=sys.stderr)
-            columns[name] = phi_lsp_rows(
-                built.hf_dir, args, prompt, compiled_decoding=mode, quantization="nf4"
-            )
-    print()
-    print(f"{shape.name}, prompt {args.tokens} tokens, medians of {args.repeats}:")
-    print_table(columns)
-    compiled, eager = columns["phi-lsp compiled"], columns["phi-lsp generate()"]
-    for row in ("decode, ms/token", "cold → 64 new, ms", "+1 character → 16 new, ms"):
-        a, b = compiled.get(row), eager.get(row)
-        if a and b:
-            print(f"{row}: generate() / compiled = {b / a:.1f}×")
     train: dict[str, float] = {}
-    if "finetune" not in args.skip:
-        modes = ["none", "nf4"] if has_bnb and args.device == "cuda" else ["none"]
-        for quantization in modes:
-            label = "QLoRA (NF4)" if quantization == "nf4" else "LoRA"
-            print(f"finetune {label} ...", file=sys.stderr)
-            train[label] = finetune_tokens_per_s(built.hf_dir, args, quantization)
-            print(f"finetune {label}: {train[label]:,.0f} tokens/s ({args.train_batch} per step)")
+
+    def engine(**kw: Any) -> Callable[[], Row]:
+        return lambda: phi_lsp_rows(hf, args, prompt, **kw)
+
+    def trainer(quantization: str) -> Callable[[], float]:
+        return lambda: finetune_tokens_per_s(hf, args, quantization)
+
+    tune, ref = "finetune" not in args.skip, cuda and "reference" not in args.skip
+    compiled = args.compiled
+    # Most wanted first: one device call may be cut short.
+    stages: list[tuple[str, bool, dict[str, Any], Callable[[], Any]]] = [
+        ("phi-lsp compiled", True, columns, engine(compiled_decoding=compiled)),
+        ("phi-lsp generate()", True, columns, engine(compiled_decoding="off")),
+        ("LoRA", tune, train, trainer("none")),
+        ("QLoRA (NF4)", tune and nf4, train, trainer("nf4")),
+        ("NF4 compiled", nf4, columns, engine(compiled_decoding=compiled, quantization="nf4")),
+        ("transformers static+compile", ref, columns, lambda: reference_rows(hf, args, prompt)),
+        ("NF4 generate()", nf4, columns, engine(compiled_decoding="off", quantization="nf4")),
+    ]
+    for name, wanted, into, measure in stages:
+        if not wanted:
+            continue
+        if time.perf_counter() - t_start > args.budget:
+            print(f"{name}: skipped, past the {args.budget:.0f} s budget", file=sys.stderr)
+            continue
+        print(f"{name} ...", file=sys.stderr)
+        try:
+            into[name] = measure()
+        except Exception as exc:  # one stage failing (e.g. NF4 kernels) must not lose the rest
+            print(f"{name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        report(args, columns, train)
     print(f"total: {time.perf_counter() - t_start:.0f} s")
-    if args.json:
-        args.json.write_text(json.dumps({"engines": columns, "finetune": train}, indent=2))
     return 0
 
 

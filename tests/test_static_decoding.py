@@ -12,7 +12,8 @@ from needs import need_module
 
 from phi_lsp.errors import ModelLoadError
 from phi_lsp.runtime.engines.base import GenerationRequest
-from phi_lsp.runtime.engines.static_decoding import StaticDecoder, decoding_plan, lookup_draft
+from phi_lsp.runtime.engines.decode_loop import lookup_draft
+from phi_lsp.runtime.engines.static_decoding import StaticDecoder, decoding_plan
 from phi_lsp.runtime.engines.transformers_engine import TransformersEngine
 from testkit.tinymodel import TinyModel
 
@@ -61,8 +62,14 @@ def test_static_decoding_writes_what_generate_writes(
     assert out.text.startswith('lo, " + name')
 
 
-def test_the_cache_is_reused_across_keystrokes_and_edits(tiny_model: TinyModel) -> None:
+@pytest.mark.parametrize("tail_steps", [0, 8])
+def test_the_cache_is_reused_across_keystrokes_and_edits(
+    tiny_model: TinyModel, tail_steps: int
+) -> None:
+    """With tail_steps 8, each keystroke's tail goes through the step (as on a GPU)."""
     static, cold = engines(tiny_model, "static", "off")
+    assert static.decoder is not None
+    static.decoder.tail_steps = tail_steps
     base = PROMPTS[0] * 3
     static.generate(GenerationRequest(base, max_new_tokens=8), threading.Event())
     for prompt in (base + "de", base + "def", PROMPTS[0] * 2, PROMPTS[1] + base):
@@ -75,6 +82,27 @@ def test_the_cache_is_reused_across_keystrokes_and_edits(tiny_model: TinyModel) 
     static.generate(GenerationRequest(base, max_new_tokens=8), threading.Event())
     typed = static.generate(GenerationRequest(base + "def x", max_new_tokens=8), threading.Event())
     assert typed.evaluated_tokens <= 4  # only the typed tail
+
+
+def test_a_tail_through_the_step_leaves_what_an_eager_pass_leaves(tiny_model: TinyModel) -> None:
+    """A tail of up to `tail_steps` tokens is written one compiled step at a time (on a GPU
+    that beats one eager pass): the logits, and the cache the next step reads, are the same;
+    a stop between its tokens stops it."""
+    (engine,) = engines(tiny_model, "static")
+    eager = StaticDecoder(engine.model, 256, "off", tail_steps=0)
+    stepped = StaticDecoder(engine.model, 256, "off", tail_steps=4)
+    base = engine.tokenize(PROMPTS[0] * 2)
+    with torch.inference_mode():
+        for tail in ([5], [5, 9, 11], [5, 9, 11, 13], [5, 9, 11, 13, 17], [6]):
+            want, reused = eager.prefill(base + tail, threading.Event())
+            got, _ = stepped.prefill(base + tail, threading.Event())
+            assert want is not None and got is not None and stepped.ids == eager.ids
+            assert (got - want).abs().max() < 1e-4, tail
+            assert (stepped.step(3) - eager.step(3)).abs().max() < 1e-4, tail
+        assert reused == len(base)  # the last tail was written after the cached prompt
+        stop = threading.Event()
+        stop.set()
+        assert stepped.prefill(base + [7, 8], stop)[0] is None
 
 
 def test_a_prompt_longer_than_the_cache_falls_back_to_generate(tiny_model: TinyModel) -> None:
@@ -107,11 +135,39 @@ def test_the_decode_step_traces_as_one_graph(tiny_model: TinyModel) -> None:
     CPU in seconds, before it would cost CUDA graphs their speed on a GPU."""
     static, traced = engines(tiny_model, "static", "trace")
     assert traced.decoding == "static/trace"  # compiled by dynamo at load, not generate()
+    assert traced.decoder is not None and traced.decoder.pass_ms is not None  # measured at load
+    assert 0 <= traced.decoder.tail_steps <= 16
     for prompt in PROMPTS[:2]:
         request = GenerationRequest(prompt, max_new_tokens=20, logprobs=True)
         want = static.generate(request, threading.Event())
         got = traced.generate(request, threading.Event())
         assert got.text == want.text and got.token_logprobs == pytest.approx(want.token_logprobs)
+
+
+def test_no_request_after_load_compiles_again(tiny_model: TinyModel) -> None:
+    """Compiling happens at load. A recompile in a request (a guard on a value that changes
+    every step, a new shape) would stall that request for tens of seconds on a GPU, so here
+    a recompile is an error while keystrokes, edits, sampling, log-probs, prompt lookup, a
+    long prompt and idle prefill run."""
+    engine = TransformersEngine(
+        tiny_model.hf_dir, device="cpu", compiled_decoding="trace", prompt_lookup_tokens=4
+    )
+    assert engine.decoder is not None
+    engine.decoder.tail_steps = 6
+    base = PROMPTS[0] * 3
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for prompt, options in [
+            (base, {}),
+            (base + "de", {}),
+            (base + "def", {"logprobs": True}),
+            (PROMPTS[1] + base, {"temperature": 0.8}),
+            ("".join(PROMPTS) * 12, {"fresh": True}),  # more than one prefill piece
+            (base, {"max_new_tokens": 60}),  # drafts accepted and rejected
+        ]:
+            request = GenerationRequest(prompt, **{"max_new_tokens": 16, **options})
+            assert engine.generate(request, threading.Event()).generated_tokens > 0
+        engine.warm(base + "x = 1\n", threading.Event())
+    assert engine.decoder.drafted > 0
 
 
 def test_lookup_drafts_what_followed_the_last_ngram_earlier() -> None:

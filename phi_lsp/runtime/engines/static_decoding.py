@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import statistics
 import threading
 import time
-from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,7 +27,6 @@ from transformers import StaticCache
 
 from phi_lsp.errors import ModelLoadError
 from phi_lsp.runtime.engines.base import common_prefix
-from phi_lsp.runtime.engines.healing import Constraint
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,9 @@ log = logging.getLogger(__name__)
 # of a request (`warm`) takes smaller pieces, so that a request waits for less.
 PREFILL_CHUNK = 512
 WARM_CHUNK = 64
-TOP_P = 0.95
+# The longest prompt tail that may go through the compiled step token by token (see
+# `StaticDecoder._calibrate`).
+MAX_TAIL_STEPS = 16
 
 # How the decode step runs: not compiled; traced by dynamo with no code generation (checks
 # on any CPU, in seconds, that the step is one graph); inductor; inductor + CUDA graphs.
@@ -69,24 +69,22 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-@dataclass
-class Decoded:
-    """What one decoding run produced: the new tokens (eos included), their log-probs, why it
-    ended ("": eos or length) and how many prompt tokens came from the cache."""
-
-    tokens: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    reason: str = ""
-    reused: int = 0
-
-
 class StaticDecoder:
     """The model, a static KV cache of `capacity` positions, and the token ids it holds.
 
     With `draft` > 0 (prompt lookup) a second fixed-shape step checks a token and `draft`
-    drafted ones in one call: compiled too, it costs about one decode step."""
+    drafted ones in one call: compiled too, it costs about one decode step. A prompt tail of
+    up to `tail_steps` tokens (a keystroke's worth) is written by the compiled step, one token
+    at a time; None measures at load where that is cheaper than one eager pass."""
 
-    def __init__(self, model: Any, capacity: int, compile: str = "off", draft: int = 0) -> None:
+    def __init__(
+        self,
+        model: Any,
+        capacity: int,
+        compile: str = "off",
+        draft: int = 0,
+        tail_steps: int | None = None,
+    ) -> None:
         if compile not in COMPILE_OPTIONS:
             raise ValueError(f"compile must be one of {sorted(COMPILE_OPTIONS)}, not {compile!r}")
         self.model, self.capacity, self.compile = model, capacity, compile
@@ -104,10 +102,15 @@ class StaticDecoder:
         self._step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._forward
         self._verify: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = self._forward_all
         self.compile_seconds = 0.0
+        self.tail_steps = 0
+        self.pass_ms: tuple[float, float] | None = None  # a 1-token eager pass, a step
         if options is not None:
             self._step = torch.compile(self._forward, **options)
             self._verify = torch.compile(self._forward_all, **options)
             self.compile_seconds = self._compile_now()
+            if tail_steps is None:
+                tail_steps = self._calibrate()
+        self.tail_steps = min(tail_steps or 0, MAX_TAIL_STEPS)
         self._check()
 
     # --- the model calls ---------------------------------------------------------------------
@@ -157,24 +160,54 @@ class StaticDecoder:
         log.info("decode step compiled (%s) in %.1f s", self.compile, seconds)
         return seconds
 
+    def _calibrate(self) -> int:
+        """How many tokens of prompt tail cost less as compiled steps than as one eager pass.
+        On a GPU an eager pass of a few tokens costs what one token does (Python and kernel
+        launches: ~10 ms at phi-1's shape) and a CUDA-graph step a fraction of that, so a
+        keystroke's tail goes through the graph; on a CPU the matrix products dominate and
+        the answer is 0 or 1. Measured on this machine, once, at load."""
+        one = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        at_one = torch.ones((1,), dtype=torch.long, device=self.device)
+
+        def clock(run: Callable[[], object]) -> float:
+            times = []
+            for _ in range(3):
+                self._seek(1)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                run()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+            return statistics.median(times)
+
+        with torch.inference_mode():
+            self.prefill([0], threading.Event(), reuse=False)
+            eager = clock(lambda: self._call(self._forward, one, at_one, [0]))
+            step = clock(lambda: self.step(0))
+        self._seek(0)
+        self.pass_ms = (eager * 1000, step * 1000)
+        steps = min(MAX_TAIL_STEPS, int(eager / step))
+        log.info(
+            "a 1-token eager pass %.2f ms, a compiled step %.2f ms: tails of up to %d tokens "
+            "go through the step",
+            *self.pass_ms,
+            steps,
+        )
+        return steps
+
     def _check(self) -> None:
         """Refuse to serve if the cache path disagrees with a plain forward pass: a transformers
         release that moves the cache's write position elsewhere, or an attention kernel that
-        ignores the mask, would otherwise serve confident nonsense. Both compiled steps are
-        checked (the drafts' one when prompt lookup is on)."""
+        ignores the mask, would otherwise serve confident nonsense. Eager pieces, tails through
+        the step, and both compiled steps are checked (the drafts' one with prompt lookup)."""
         vocab = int(self.model.config.vocab_size)
         ids = [(7 * i + 3) % vocab for i in range(10 + self.draft)]
         with torch.inference_mode():
-            self.prefill(ids[:4], threading.Event(), reuse=False)
-            self.prefill(ids[:2] + ids[4:8], threading.Event())  # reuse 2, overwrite 2
-            self.prefill(ids[:8], threading.Event())  # reuse 2 again: stale positions behind
-            got = [self.step(ids[8])[0]]
-            if self.draft:
-                got.extend(self.verify(ids[9:]))
             plain = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=False)
-            want = plain.logits[0, 8 : 8 + len(got)].float()
-        self._seek(0)
-        worst = float((torch.stack(got) - want).abs().max())
+            want = plain.logits[0, 7:].float()
+            worst = max(self._check_with(tail, ids, want) for tail in {0, self.tail_steps})
         scale = float(want.abs().max())
         tolerance = 1e-3 * (1 + scale) if self.model.dtype == torch.float32 else 0.05 * (1 + scale)
         if worst > tolerance:
@@ -182,6 +215,23 @@ class StaticDecoder:
                 "the static KV cache disagrees with a plain forward pass "
                 f"(max |Δlogit| {worst:.3g})"
             )
+
+    def _check_with(self, tail_steps: int, ids: list[int], want: torch.Tensor) -> float:
+        """The largest |Δlogit| against `want` (a plain forward pass's logits over `ids` from
+        position 7 on) with tails of up to `tail_steps` tokens written by the step."""
+        kept, self.tail_steps = self.tail_steps, tail_steps
+        try:
+            self.prefill(ids[:4], threading.Event(), reuse=False)
+            self.prefill(ids[:2] + ids[4:8], threading.Event())  # reuse 2, overwrite 2
+            last, _ = self.prefill(ids[:8], threading.Event())  # reuse 2: stale ones behind
+            assert last is not None
+            got = [last[0], self.step(ids[8])[0]]
+            if self.draft:
+                got.extend(self.verify(ids[9:]))
+            return float((torch.stack(got) - want[: len(got)]).abs().max())
+        finally:
+            self.tail_steps = kept
+            self._seek(0)
 
     def prefill(
         self, ids: list[int], stop: threading.Event, reuse: bool = True
@@ -203,9 +253,15 @@ class StaticDecoder:
     def extend(
         self, ids: list[int], stop: threading.Event, chunk: int = PREFILL_CHUNK
     ) -> torch.Tensor | None:
-        """Append `ids` to the cache in eager pieces; the last piece's logits (None if stopped
-        or there was nothing to add)."""
+        """Append `ids` to the cache, in eager pieces or (a short tail) compiled steps; the
+        last logits (None if stopped or there was nothing to add)."""
         logits = None
+        if len(ids) <= self.tail_steps:
+            for token in ids:
+                if stop.is_set():
+                    return None
+                logits = self.step(token)
+            return logits
         done = 0
         while done < len(ids):
             if stop.is_set():
@@ -259,108 +315,3 @@ class StaticDecoder:
     def room(self) -> int:
         """Positions left after the current contents."""
         return self.capacity - len(self.ids)
-
-
-def heal_mask(scores: torch.Tensor, constraint: Constraint) -> torch.Tensor:
-    """`scores` ([1, vocab]) with every token healing does not allow yet at -inf (as they are
-    while it has nothing to say). Notes in `constraint.forced` when the model's own first
-    choice was refused."""
-    allowed = constraint.allowed()
-    if allowed is None:
-        return scores
-    index = torch.from_numpy(allowed).to(scores.device)
-    masked = torch.full_like(scores, -float("inf"))
-    masked[:, index] = scores[:, index]
-    if not torch.isfinite(masked[0, int(scores[0].argmax())]):
-        constraint.forced = True
-    return masked
-
-
-def choose(logits: torch.Tensor, temperature: float, constraint: Constraint) -> tuple[int, float]:
-    """The next token (greedy, or sampled with top-p 0.95) and its log-probability under the
-    unconstrained distribution; `constraint` masks tokens while healing."""
-    scores = heal_mask(logits, constraint)[0]
-    if temperature > 0:
-        probs = torch.softmax(scores / temperature, dim=-1)
-        sorted_probs, order = probs.sort(descending=True)
-        keep = sorted_probs.cumsum(-1) - sorted_probs < TOP_P
-        sorted_probs = sorted_probs * keep
-        token = int(order[torch.multinomial(sorted_probs / sorted_probs.sum(), 1)])
-    else:
-        token = int(scores.argmax())
-    logprob = float(torch.log_softmax(logits[0], dim=-1)[token])
-    constraint.advance(token)
-    return token, logprob
-
-
-def lookup_draft(history: list[int], size: int, ngrams: tuple[int, ...] = (3, 2)) -> list[int]:
-    """Prompt lookup: the `size` tokens that followed the latest earlier occurrence of the
-    history's last 3 (else 2) tokens; [] when there is none. Searched as bytes (C speed)."""
-    data = array("i", history).tobytes()
-    for n in ngrams:
-        if len(history) <= n:
-            continue
-        tail = data[-4 * n :]
-        at = data.rfind(tail, 0, len(data) - 4)  # ends before the last token: not the tail
-        while at > 0 and at % 4:  # a match must start on a token boundary
-            at = data.rfind(tail, 0, at + len(tail) - 1)
-        if at >= 0 and not at % 4:
-            return history[at // 4 + n : at // 4 + n + size]
-    return []
-
-
-def decode(
-    decoder: StaticDecoder,
-    logits: torch.Tensor,
-    max_new: int,
-    temperature: float,
-    constraint: Constraint,
-    eos_id: int,
-    should_stop: Callable[[list[int]], str],
-    lookup: bool = False,
-) -> Decoded:
-    """Generate up to `max_new` tokens from `logits` (the prompt's last). `should_stop(tokens)`
-    is asked after every token and returns a reason ("" to go on). With `lookup` (greedy), a
-    step also checks up to `decoder.draft` tokens copied from earlier in the text and keeps
-    those the model would have written itself."""
-    out = Decoded()
-
-    def take(token: int, logprob: float) -> bool:
-        """Record a token; whether decoding is over."""
-        out.tokens.append(token)
-        out.logprobs.append(logprob)
-        if token == eos_id:
-            return True
-        out.reason = should_stop(out.tokens)
-        return bool(out.reason) or len(out.tokens) == max_new
-
-    token, logprob = choose(logits, temperature, constraint)
-    if take(token, logprob):
-        return out
-    while decoder.room() > 0:
-        draft: list[int] = []
-        if lookup and constraint.done and decoder.room() > decoder.draft > 0:
-            draft = lookup_draft([*decoder.ids, token], decoder.draft)
-        if not draft:
-            token, logprob = choose(decoder.step(token), temperature, constraint)
-            if take(token, logprob):
-                return out
-            continue
-        start = len(decoder.ids)
-        checked = decoder.verify([token, *draft, *[draft[-1]] * (decoder.draft - len(draft))])
-        best = checked.argmax(-1)
-        logprobs = torch.log_softmax(checked, dim=-1).gather(-1, best[:, None])[:, 0].tolist()
-        best_ids = best.tolist()
-        kept, over = 0, False
-        while not over and kept < len(draft) and best_ids[kept] == draft[kept]:
-            over = take(draft[kept], logprobs[kept])
-            kept += 1
-        decoder.drafted += len(draft)
-        decoder.accepted += kept
-        decoder.rewind(start + 1 + kept)  # the token and the drafts the model agreed with
-        if over:
-            return out
-        token, logprob = best_ids[kept], logprobs[kept]
-        if take(token, logprob):
-            return out
-    return out

@@ -36,15 +36,13 @@ from phi_lsp.runtime.devices import (
     sdpa_decode_kernel,
 )
 from phi_lsp.runtime.engines.base import Generation, GenerationRequest, common_prefix
+from phi_lsp.runtime.engines.decode_loop import Decoded, decode, heal_mask
 from phi_lsp.runtime.engines.healing import Constraint, TokenTable, hf_pieces, text_after
 from phi_lsp.runtime.engines.static_decoding import (
     WARM_CHUNK,
-    Decoded,
     StaticDecoder,
     cache_argument,
-    decode,
     decoding_plan,
-    heal_mask,
 )
 
 log = logging.getLogger(__name__)
