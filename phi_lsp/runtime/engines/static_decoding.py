@@ -75,7 +75,11 @@ class StaticDecoder:
     With `draft` > 0 (prompt lookup) a second fixed-shape step checks a token and `draft`
     drafted ones in one call: compiled too, it costs about one decode step. A prompt tail of
     up to `tail_steps` tokens (a keystroke's worth) is written by the compiled step, one token
-    at a time; None measures at load where that is cheaper than one eager pass."""
+    at a time; None measures at load where that is cheaper than one eager pass.
+
+    Use it from the thread that built it: CUDA graph trees are kept per thread, so another
+    thread would record the graphs again during a request. The engine worker loads and serves
+    on its one thread."""
 
     def __init__(
         self,
