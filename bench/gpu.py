@@ -241,11 +241,15 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=330, help="seconds; no stage starts after them"
     )
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--models", type=Path, help="where the random model is built (default bench/.models)"
+    )
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
 
     shape = phi1_shape.TINY if args.tiny else phi1_shape.PHI1
-    built = phi1_shape.build(shape, gguf=False)
+    root = args.models / shape.name if args.models else None
+    built = phi1_shape.build(shape, root, gguf=False)
     from transformers import AutoTokenizer
 
     prompt = document(AutoTokenizer.from_pretrained(built.hf_dir), args.tokens)
