@@ -14,7 +14,6 @@ WHEELS=(pygls lsprotocol cattrs pydantic pydantic-core annotated-types typing-in
   platformdirs pytest-asyncio pytest-lsp bitsandbytes)
 
 if [ "${1:-}" = "--wheels" ]; then
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >>.git/info/exclude
   for name in "${WHEELS[@]}"; do
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 \
