@@ -30,7 +30,8 @@ from phi_lsp.finetune.batches import (
 )
 from phi_lsp.finetune.config import TrainConfig
 from phi_lsp.finetune.dataset import DataConfig, build_dataset, save_dataset
-from phi_lsp.finetune.losses import backward_step, example_losses
+from phi_lsp.finetune.exercise import Exercise
+from phi_lsp.finetune.losses import backward_step, example_losses, loss_filter
 from phi_lsp.finetune.sources import SourceConfig
 from phi_lsp.finetune.train import train
 from phi_lsp.runtime.engines.base import GenerationRequest
@@ -134,7 +135,12 @@ def test_report_files(run: Run) -> None:
     assert len(doctests["base"]["results"]) == 3 and len(doctests["tuned"]["results"]) == 3
     assert "doctest pass rate (3 held-out exercises)" in md
     assert run.report["dataset"]["counts"]["val"] == 6
-    assert run.report["loss_filter"]["enabled"] and run.report["loss_filter"]["dropped"] == 0
+    # The base model is random: every exercise's loss is about ln(vocab), so which ones the
+    # outlier rule drops is noise (it differs between torch and transformers releases). The
+    # filter's choices are tested on a model with known losses below.
+    lf = run.report["loss_filter"]
+    assert lf["enabled"] and lf["dropped"] == len(lf["dropped_ids"])
+    assert all(loss > lf["threshold"] for _, loss in lf["dropped_ids"])
 
 
 def test_run_directory_records_sources_and_hashes(run: Run) -> None:
@@ -149,6 +155,40 @@ def test_run_directory_records_sources_and_hashes(run: Run) -> None:
 
 def test_sources_are_byte_identical_after_the_run(run: Run) -> None:
     assert tree_hashes(run.repo) == run.hashes_before
+
+
+def test_loss_filter_drops_what_the_base_model_finds_noise(trained_model: TinyModel) -> None:
+    """Functions the base model knows are kept; a body of shuffled characters is dropped,
+    unless `max_loss` is above its loss."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from testkit.trained_model import LESSONS
+
+    tokenizer = AutoTokenizer.from_pretrained(trained_model.hf_dir)
+    model = AutoModelForCausalLM.from_pretrained(trained_model.hf_dir, dtype=torch.float32)
+
+    def row(prompt: str, body: str) -> Row:
+        head = tokenizer.encode(prompt, add_special_tokens=False)
+        ids = head + tokenizer.encode(body, add_special_tokens=False)
+        return Row(ids, [IGNORE] * len(head) + ids[len(head) :])
+
+    cuts = [text.rindex('"""\n') + 4 for text in LESSONS]
+    rows = [row(text[:cut], text[cut:]) for text, cut in zip(LESSONS, cuts, strict=True)]
+    rows.append(row("", "".join(random.Random(3).sample(LESSONS[0], len(LESSONS[0])))))
+    exercises = [
+        Exercise(f"x{k}", "r", "p.py", "r/p.py", "mined", "f", 1, "", "") for k in range(5)
+    ]
+
+    def run_filter(cfg: TrainConfig) -> tuple[list[str], dict[str, Any]]:
+        return loss_filter(
+            model, exercises, rows, cfg, 0, "cpu", contextlib.nullcontext(), Layout(0, 2)
+        )
+
+    kept, report = run_filter(TrainConfig())
+    assert kept == ["x0", "x1", "x2", "x3"] and [i for i, _ in report["dropped_ids"]] == ["x4"]
+    assert report["threshold"] == 3.0 and report["dropped_ids"][0][1] > 3.0
+    kept, report = run_filter(TrainConfig(max_loss=report["dropped_ids"][0][1] + 1))
+    assert len(kept) == 5 and report["dropped"] == 0
 
 
 def test_out_inside_a_repository_is_refused(tmp_path: Path) -> None:
@@ -289,6 +329,8 @@ async def test_server_loads_the_adapter_without_a_restart(
 
     from testkit.lsp_session import inline_completion, lsp_session, open_document, wait_for_loads
 
+    if backend == "llamacpp":
+        need_module("llama_cpp")
     model = tiny_model.hf_dir if backend == "transformers" else tiny_model.gguf_f32
     settings = {
         "model": str(model),
