@@ -22,6 +22,7 @@ from phi_lsp.finetune.batches import (
     IGNORE,
     Layout,
     Row,
+    encode,
     micro_batches,
     micro_tokens_for_memory,
     pack,
@@ -167,17 +168,14 @@ def test_loss_filter_drops_what_the_base_model_finds_noise(trained_model: TinyMo
     tokenizer = AutoTokenizer.from_pretrained(trained_model.hf_dir)
     model = AutoModelForCausalLM.from_pretrained(trained_model.hf_dir, dtype=torch.float32)
 
-    def row(prompt: str, body: str) -> Row:
-        head = tokenizer.encode(prompt, add_special_tokens=False)
-        ids = head + tokenizer.encode(body, add_special_tokens=False)
-        return Row(ids, [IGNORE] * len(head) + ids[len(head) :])
-
     cuts = [text.rindex('"""\n') + 4 for text in LESSONS]
-    rows = [row(text[:cut], text[cut:]) for text, cut in zip(LESSONS, cuts, strict=True)]
-    rows.append(row("", "".join(random.Random(3).sample(LESSONS[0], len(LESSONS[0])))))
+    pieces = [(text[:cut], text[cut:]) for text, cut in zip(LESSONS, cuts, strict=True)]
+    pieces.append(("", "".join(random.Random(3).sample(LESSONS[0], len(LESSONS[0])))))
     exercises = [
-        Exercise(f"x{k}", "r", "p.py", "r/p.py", "mined", "f", 1, "", "") for k in range(5)
+        Exercise(f"x{k}", "r", "p.py", "r/p.py", "mined", "f", 1, prompt, body)
+        for k, (prompt, body) in enumerate(pieces)
     ]
+    rows = [encode(tokenizer, ex, 256, tokenizer.eos_token_id) for ex in exercises]
 
     def run_filter(cfg: TrainConfig) -> tuple[list[str], dict[str, Any]]:
         return loss_filter(
